@@ -1,0 +1,25 @@
+"""The few operations `keras.ops` lacks, dispatched on the Keras backend.
+
+Everything else in `keras_fip` is written with `keras.ops`. This module
+mirrors Keras's own `keras/src/backend/` layout: one small file per backend,
+and `value_and_grad` picked at import time from `keras.backend.backend()`.
+"""
+
+import keras
+
+_BACKEND = keras.backend.backend()
+
+if _BACKEND == "jax":
+    from keras_fip.backend.jax import value_and_grad
+elif _BACKEND == "tensorflow":
+    from keras_fip.backend.tensorflow import value_and_grad
+elif _BACKEND == "torch":
+    from keras_fip.backend.torch import value_and_grad
+else:
+    raise ImportError(
+        f"keras_fip supports the 'jax', 'tensorflow' and 'torch' Keras "
+        f"backends; KERAS_BACKEND is {_BACKEND!r}. Set KERAS_BACKEND to one "
+        "of the supported backends before importing keras."
+    )
+
+__all__ = ["value_and_grad"]

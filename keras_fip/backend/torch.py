@@ -1,0 +1,28 @@
+"""Gradients for the PyTorch backend.
+
+Keras applies gradients under `torch.no_grad()`, so the graph for the
+invariance term is built under `torch.enable_grad()`.
+"""
+
+import torch
+
+
+def value_and_grad(fn, values):
+    """Returns `(fn(values), d fn / d values)` for a scalar `fn`.
+
+    Args:
+        fn: a function of a list of tensors returning a scalar tensor.
+        values: the list of tensors to differentiate with respect to.
+
+    Returns:
+        A tuple `(value, grads)`, `grads` a list shaped like `values`.
+    """
+    with torch.enable_grad():
+        leaves = [v.detach().requires_grad_(True) for v in values]
+        value = fn(leaves)
+        grads = torch.autograd.grad(value, leaves, allow_unused=True)
+    grads = [
+        torch.zeros_like(leaf) if g is None else g
+        for g, leaf in zip(grads, leaves)
+    ]
+    return value.detach(), grads

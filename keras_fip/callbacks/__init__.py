@@ -1,0 +1,7 @@
+"""Callbacks for the task and path life cycle of FIP training."""
+
+from keras_fip.callbacks.accuracy_matrix import AccuracyMatrix
+from keras_fip.callbacks.path_recorder import PathRecorder
+from keras_fip.callbacks.task_boundary import TaskBoundary
+
+__all__ = ["AccuracyMatrix", "PathRecorder", "TaskBoundary"]

@@ -1,0 +1,497 @@
+"""The memory of protected inputs and the anchor outputs of the network.
+
+`Memory` keeps, as Keras variables of fixed shape, a class-balanced sample of
+the inputs of finished tasks, their labels and task ids, and the outputs the
+network gave them at the start of the current task (the *anchor*). Because it
+is Keras state, a compiled train step sees a new task's memory without being
+re-traced, JAX threads it through `stateless_apply`, and a `.keras` file keeps
+it (its variables are saved with the optimizer that owns it).
+
+Filling (host side, between tasks): `add(x, y)` keeps `capacity // C` samples
+of each of the C classes seen so far (free slots go to classes with more
+samples), or does reservoir sampling when there are no labels. `consolidate`
+then recomputes the anchor outputs of every stored input with the model as it
+is now, and snapshots the model's non-trainable state (BatchNorm statistics,
+seed states) for the memory's forward passes: under JAX, `fit` purges the
+model's own variables during an epoch, so the optimizer cannot read them.
+
+Sampling (inside the compiled step): `next_batch` walks a permutation of the
+stored samples, `batch_size` at a time, so each pass sees every sample once;
+`shuffle` draws a new permutation with NumPy (the same on every backend).
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def _flatten(x):
+    """`(keys, leaves)` of an input: one array, or a flat dict of arrays."""
+    if isinstance(x, dict):
+        keys = sorted(x)
+        leaves = [x[k] for k in keys]
+        if any(isinstance(leaf, (dict, list, tuple)) for leaf in leaves):
+            raise ValueError(
+                "Memory inputs may be an array or a flat dict of arrays "
+                "(as KerasHub models take); got a nested structure."
+            )
+        return keys, [np.asarray(leaf) for leaf in leaves]
+    if isinstance(x, (list, tuple)):
+        raise ValueError(
+            "Memory inputs may be an array or a flat dict of arrays; got a "
+            f"{type(x).__name__}. Give multi-input models named inputs."
+        )
+    return None, [np.asarray(x)]
+
+
+def _pack(keys, leaves):
+    return leaves[0] if keys is None else dict(zip(keys, leaves))
+
+
+def _describe(keys, shapes):
+    if keys is None:
+        return f"an array of per-sample shape {tuple(shapes[0])}"
+    return "a dict " + str({k: tuple(s) for k, s in zip(keys, shapes)})
+
+
+def _num_samples(leaves):
+    sizes = {leaf.shape[0] if leaf.ndim else None for leaf in leaves}
+    if None in sizes or len(sizes) != 1:
+        raise ValueError(
+            "Every memory input array needs the same leading (sample) axis; "
+            f"got leading sizes {sorted(str(s) for s in sizes)}."
+        )
+    return sizes.pop()
+
+
+def _labels_as_ints(y, n):
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        y = np.argmax(y, axis=1)  # one-hot labels
+    y = y.reshape(-1)
+    if y.shape[0] != n:
+        raise ValueError(
+            f"Memory got {n} inputs but {y.shape[0]} labels; pass one "
+            "integer class label per input (or y=None for reservoir "
+            "sampling)."
+        )
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.equal(np.mod(y, 1), 0)):
+            raise ValueError(
+                "Memory labels must be integer class ids (or one-hot rows); "
+                f"got non-integer values such as {y[np.mod(y, 1) != 0][:3]}."
+            )
+    y = y.astype("int64")
+    if y.size and y.min() < 0:
+        raise ValueError(
+            f"Memory labels must be class ids >= 0; got {int(y.min())}."
+        )
+    return y
+
+
+class Memory:
+    """Fixed-capacity memory of protected inputs and their anchor outputs.
+
+    Args:
+        capacity: the number of samples kept over all tasks (> 0).
+        seed: seed of the NumPy generator that picks the kept samples and
+            the sampling order (so runs repeat exactly on every backend).
+        spec: the shapes and dtypes of the stored tensors, as written by
+            `get_config`. Leave `None`: the memory is built from the first
+            data and model it sees (`build`).
+
+    Example:
+
+    ```python
+    import keras, numpy as np, keras_fip
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    memory = keras_fip.Memory(capacity=6)
+    x = np.random.rand(30, 4).astype("float32")
+    y = np.repeat([0, 1, 2], 10)
+    memory.build(model, x)
+    memory.add(x, y)            # keeps 2 samples per class
+    memory.consolidate(model)   # anchors = the model's outputs now
+    memory.size                 # 6
+    ```
+    """
+
+    def __init__(self, capacity, seed=0, spec=None):
+        if isinstance(capacity, bool) or not isinstance(
+            capacity, (int, np.integer)
+        ):
+            raise TypeError(
+                f"Memory capacity must be an integer; got {capacity!r}."
+            )
+        if capacity <= 0:
+            raise ValueError(
+                f"Memory capacity must be > 0; got {capacity}. It is the "
+                "number of protected samples kept over all tasks."
+            )
+        self.capacity = int(capacity)
+        self.seed = int(seed)
+        self.spec = None
+        self._variables = []
+        if spec is not None:
+            self._build_from_spec(spec)
+
+    # ------------------------------------------------------------------
+    # Building
+    # ------------------------------------------------------------------
+    @property
+    def built(self):
+        return self.spec is not None
+
+    def build(self, model, sample_inputs):
+        """Allocates the memory for `model`'s inputs and outputs.
+
+        Args:
+            model: the Keras model whose outputs are protected.
+            sample_inputs: a few inputs (array or dict of arrays, leading
+                sample axis) showing the structure, shapes and dtypes.
+
+        Raises:
+            ValueError: the inputs do not fit the model, or the model has
+                more than one output.
+        """
+        if self.built:
+            return
+        keys, leaves = _flatten(sample_inputs)
+        _num_samples(leaves)
+        outputs = _call_model(model, _pack(keys, [a[:1] for a in leaves]))
+        spec = {
+            "input_keys": keys,
+            "inputs": [
+                {"shape": list(a.shape[1:]), "dtype": str(a.dtype)}
+                for a in leaves
+            ],
+            "outputs": {"shape": list(outputs.shape[1:])},
+            "model_state": [
+                {"shape": list(v.shape), "dtype": v.dtype}
+                for v in model.non_trainable_variables
+            ],
+        }
+        self._build_from_spec(spec)
+
+    def _build_from_spec(self, spec):
+        cap = self.capacity
+
+        def variable(shape, dtype, name):
+            v = keras.Variable(
+                np.zeros(shape, dtype=dtype),
+                dtype=dtype,
+                trainable=False,
+                name=f"memory_{name}",
+            )
+            self._variables.append(v)
+            return v
+
+        self.num_stored = variable((), "int32", "num_stored")
+        self.num_active = variable((), "int32", "num_active")
+        self.cursor = variable((), "int32", "cursor")
+        self.num_seen = variable((), "int32", "num_seen")
+        self.anchor_task = variable((), "int32", "anchor_task")
+        self.committed_task = variable((), "int32", "committed_task")
+        self.anchor_task.assign(-1)
+        self.committed_task.assign(-1)
+        self.order = variable((cap,), "int32", "order")
+        self.labels = variable((cap,), "int32", "labels")
+        self.task_ids = variable((cap,), "int32", "task_ids")
+        self._input_keys = spec["input_keys"]
+        self._input_variables = [
+            variable((cap, *s["shape"]), s["dtype"], f"inputs_{i}")
+            for i, s in enumerate(spec["inputs"])
+        ]
+        self.anchor_outputs = variable(
+            (cap, *spec["outputs"]["shape"]), "float32", "anchor_outputs"
+        )
+        self.model_state = [
+            variable(tuple(s["shape"]), s["dtype"], f"model_state_{i}")
+            for i, s in enumerate(spec["model_state"])
+        ]
+        self.spec = spec
+
+    @property
+    def inputs(self):
+        """The input variables: one, or a dict like the model's inputs."""
+        return _pack(self._input_keys, self._input_variables)
+
+    @property
+    def variables(self):
+        """All the memory's state, in a fixed order (saved by its owner)."""
+        return list(self._variables)
+
+    # ------------------------------------------------------------------
+    # Host-side updates (between tasks)
+    # ------------------------------------------------------------------
+    @property
+    def size(self):
+        """The number of samples stored."""
+        return int(ops.convert_to_numpy(self.num_stored)) if self.built else 0
+
+    @property
+    def is_active(self):
+        """Whether the optimizer protects the memory (stored and anchored)."""
+        if not self.built:
+            return False
+        return int(ops.convert_to_numpy(self.num_active)) > 0
+
+    def stored(self):
+        """Returns the stored `(inputs, labels, task_ids, anchor_outputs)`."""
+        self._require_built("read")
+        n = self.size
+        inputs = _pack(
+            self._input_keys,
+            [ops.convert_to_numpy(v)[:n] for v in self._input_variables],
+        )
+        labels = ops.convert_to_numpy(self.labels)[:n]
+        tasks = ops.convert_to_numpy(self.task_ids)[:n]
+        anchors = ops.convert_to_numpy(self.anchor_outputs)[:n]
+        return inputs, labels, tasks, anchors
+
+    def add(self, x, y=None, task_id=0):
+        """Adds a finished task's samples, keeping the memory balanced.
+
+        With labels, each class seen so far keeps `capacity // C` samples
+        (slots a class cannot fill go to the others); without labels the
+        memory is a reservoir sample of everything added. The anchors of the
+        memory are stale afterwards: call `consolidate` before training.
+
+        Args:
+            x: inputs, an array or dict of arrays with a leading sample axis,
+                of the structure and shapes the memory was built with.
+            y: integer class labels (or one-hot rows), or `None`.
+            task_id: the id stored with these samples.
+        """
+        self._require_built("add samples to")
+        leaves = self._check_inputs(x)
+        n = _num_samples(leaves)
+        _, labels, tasks, _ = self.stored()
+        old_leaves = [
+            ops.convert_to_numpy(v)[: self.size] for v in self._input_variables
+        ]
+        labelled_before = self.size > 0 and labels.min() >= 0
+        if self.size > 0 and (y is None) == labelled_before:
+            raise ValueError(
+                "A memory holds either labelled samples (class-balanced) or "
+                "unlabelled ones (reservoir); this one holds "
+                f"{'labelled' if labelled_before else 'unlabelled'} samples "
+                f"and was given {'no labels' if y is None else 'labels'}."
+            )
+        num_adds = int(ops.convert_to_numpy(self.num_seen))
+        rng = np.random.default_rng([self.seed, num_adds, n])
+        new_tasks = np.full((n,), int(task_id), "int64")
+        if y is None:
+            keep_old, keep_new = self._reservoir(n, num_adds, rng)
+            new_labels = np.full((n,), -1, "int64")
+        else:
+            new_labels = _labels_as_ints(y, n)
+            keep_old, keep_new = self._balanced(labels, new_labels, rng)
+        merged = [
+            np.concatenate([old[keep_old], new[keep_new]])
+            for old, new in zip(old_leaves, leaves)
+        ]
+        merged_labels = np.concatenate([labels[keep_old], new_labels[keep_new]])
+        merged_tasks = np.concatenate([tasks[keep_old], new_tasks[keep_new]])
+        self._write(merged, merged_labels, merged_tasks)
+        self.num_seen.assign(num_adds + n)
+
+    def _balanced(self, old_labels, new_labels, rng):
+        classes = np.union1d(old_labels, new_labels)
+        available = {
+            c: (np.flatnonzero(old_labels == c), np.flatnonzero(new_labels == c))
+            for c in classes
+        }
+        demand = {c: len(o) + len(nw) for c, (o, nw) in available.items()}
+        quota = dict.fromkeys(classes, 0)
+        free = self.capacity
+        open_classes = [c for c in classes if demand[c] > 0]
+        while free > 0 and open_classes:
+            share, extra = divmod(free, len(open_classes))
+            for i, c in enumerate(open_classes):
+                take = min(share + (1 if i < extra else 0), demand[c] - quota[c])
+                quota[c] += take
+                free -= take
+            open_classes = [c for c in open_classes if quota[c] < demand[c]]
+        keep_old, keep_new = [], []
+        for c in classes:
+            old, new = available[c]
+            kept_old = old[: quota[c]]
+            need = quota[c] - len(kept_old)
+            keep_old.append(kept_old)
+            keep_new.append(np.sort(rng.permutation(new)[:need]))
+        return np.concatenate(keep_old).astype(int), np.concatenate(
+            keep_new
+        ).astype(int)
+
+    def _reservoir(self, n, num_seen, rng):
+        slots = list(range(self.size))  # slot -> ("old", index) or new index
+        owner = [("old", i) for i in slots]
+        for i in range(n):
+            seen = num_seen + i
+            if len(owner) < self.capacity:
+                owner.append(("new", i))
+            else:
+                j = int(rng.integers(0, seen + 1))
+                if j < self.capacity:
+                    owner[j] = ("new", i)
+        keep_old = np.array([i for k, i in owner if k == "old"], int)
+        keep_new = np.array([i for k, i in owner if k == "new"], int)
+        return keep_old, keep_new
+
+    def _write(self, inputs, labels, tasks):
+        n = len(labels)
+        cap = self.capacity
+
+        def padded(array, dtype):
+            out = np.zeros((cap, *array.shape[1:]), dtype=dtype)
+            out[:n] = array
+            return out
+
+        for v, a in zip(self._input_variables, inputs):
+            v.assign(padded(a, v.dtype))
+        self.labels.assign(padded(labels, "int32"))
+        self.task_ids.assign(padded(tasks, "int32"))
+        self.anchor_outputs.assign(
+            np.zeros(self.anchor_outputs.shape, "float32")
+        )
+        self.num_stored.assign(n)
+        self.num_active.assign(0)  # anchors are stale until consolidate
+        self.shuffle()
+
+    def consolidate(self, model, batch_size=256):
+        """Makes the model as it is now the anchor of every stored sample.
+
+        Recomputes the anchor outputs (inference mode) and snapshots the
+        model's non-trainable state for the memory's forward passes.
+
+        Args:
+            model: the protected model.
+            batch_size: the batch size of the anchor forward passes.
+        """
+        self._require_built("consolidate")
+        state = model.non_trainable_variables
+        if len(state) != len(self.model_state) or any(
+            tuple(v.shape) != tuple(s.shape)
+            for v, s in zip(state, self.model_state)
+        ):
+            raise ValueError(
+                "The model's non-trainable variables do not match the ones "
+                "this memory was built for; a memory belongs to one model. "
+                "Build a new Memory for a different model."
+            )
+        for snapshot, v in zip(self.model_state, state):
+            snapshot.assign(ops.copy(v.value))
+        n = self.size
+        if n:
+            leaves = [ops.convert_to_numpy(v)[:n] for v in self._input_variables]
+            outputs = []
+            for start in range(0, n, batch_size):
+                batch = _pack(
+                    self._input_keys,
+                    [a[start : start + batch_size] for a in leaves],
+                )
+                outputs.append(ops.convert_to_numpy(_call_model(model, batch)))
+            anchors = np.zeros(self.anchor_outputs.shape, "float32")
+            anchors[:n] = np.concatenate(outputs)
+            self.anchor_outputs.assign(anchors)
+        self.num_active.assign(n)
+        self.cursor.assign(0)
+
+    def shuffle(self, salt=0):
+        """Draws a new sampling order of the stored samples (NumPy)."""
+        n = self.size
+        rng = np.random.default_rng(
+            [self.seed, int(ops.convert_to_numpy(self.num_seen)), 7, salt]
+        )
+        order = np.zeros((self.capacity,), "int32")
+        order[:n] = rng.permutation(n)
+        self.order.assign(order)
+        self.cursor.assign(0)
+
+    # ------------------------------------------------------------------
+    # In-graph sampling (inside the compiled train step)
+    # ------------------------------------------------------------------
+    def next_batch(self, batch_size):
+        """Returns the next `(inputs, anchor_outputs)` batch; advances.
+
+        Written with `keras.ops` for use inside a compiled train step. With
+        an inactive memory the batch is made of slot 0 and must be unused.
+
+        Args:
+            batch_size: the number of samples to return.
+        """
+        active = ops.maximum(self.num_active.value, 1)
+        positions = ops.mod(
+            self.cursor.value + ops.arange(batch_size, dtype="int32"), active
+        )
+        index = ops.take(self.order.value, positions, axis=0)
+        inputs = _pack(
+            self._input_keys,
+            [ops.take(v.value, index, axis=0) for v in self._input_variables],
+        )
+        anchors = ops.take(self.anchor_outputs.value, index, axis=0)
+        self.cursor.assign(ops.mod(self.cursor.value + batch_size, active))
+        return inputs, anchors
+
+    # ------------------------------------------------------------------
+    # Checks and serialization
+    # ------------------------------------------------------------------
+    def _require_built(self, action):
+        if not self.built:
+            raise ValueError(
+                f"Cannot {action} a memory that is not built. Call "
+                "`memory.build(model, sample_inputs)` first (the "
+                "keras_fip.callbacks.TaskBoundary callback does it)."
+            )
+
+    def _check_inputs(self, x):
+        """Returns the leaves of `x`; raises if they do not fit the spec."""
+        keys, leaves = _flatten(x)
+        expected = [s["shape"] for s in self.spec["inputs"]]
+        shapes = [list(a.shape[1:]) for a in leaves]
+        if keys != self._input_keys or shapes != expected:
+            raise ValueError(
+                "Memory inputs do not fit the memory (and model) they are "
+                f"for: expected {_describe(self._input_keys, expected)}, got "
+                f"{_describe(keys, shapes)}. Pass inputs shaped like the "
+                "model's inputs (a dict with the same keys for dict-input "
+                "models)."
+            )
+        return leaves
+
+    def get_config(self):
+        return {"capacity": self.capacity, "seed": self.seed, "spec": self.spec}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return (
+            f"<Memory capacity={self.capacity} stored={self.size} "
+            f"active={self.is_active}>"
+        )
+
+
+def _call_model(model, inputs):
+    """Runs `model` in inference mode; explains input mismatches."""
+    try:
+        outputs = model(inputs, training=False)
+    except Exception as error:  # re-raised with what the user can fix
+        raise ValueError(
+            "The memory inputs do not fit the model: calling the model on "
+            f"inputs {_describe(*_shapes(inputs))} "
+            f"failed with {type(error).__name__}: {error}"
+        ) from error
+    if isinstance(outputs, (list, tuple, dict)):
+        raise ValueError(
+            "FIP protects a model with a single output tensor; this model "
+            f"returns a {type(outputs).__name__} of outputs. Protect one "
+            "head by building a model that returns it."
+        )
+    return outputs
+
+
+def _shapes(inputs):
+    keys, leaves = _flatten(inputs)
+    return keys, [a.shape[1:] for a in leaves]
