@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from keras_fip.datasets import TaskStream
+from keras_fip.datasets import permuted_digits
+
+
+def test_split_digits_protocol(digits_stream):
+    assert len(digits_stream) == 5
+    assert [t.classes for t in digits_stream] == [
+        (0, 1), (2, 3), (4, 5), (6, 7), (8, 9)
+    ]
+    total = sum(len(t.y_train) + len(t.y_test) for t in digits_stream)
+    assert total == 1797
+    for task in digits_stream:
+        assert set(np.unique(task.y_train)) == set(task.classes)
+        assert task.x_train.dtype == np.float32 and task.x_train.max() <= 1.0
+    assert digits_stream.num_classes == 10
+
+
+def test_permuted_digits_keeps_labels_and_permutes_pixels():
+    pytest.importorskip("sklearn")
+    stream = permuted_digits(num_tasks=3, seed=1)
+    first, second = stream[0], stream[1]
+    np.testing.assert_array_equal(first.y_train, second.y_train)
+    assert not np.array_equal(first.x_train, second.x_train)
+    np.testing.assert_allclose(
+        np.sort(first.x_train, axis=1), np.sort(second.x_train, axis=1)
+    )
+
+
+def test_split_by_class_groups_and_joint():
+    x = np.arange(40, dtype="float32").reshape(20, 2)
+    y = np.arange(20) % 4
+    stream = TaskStream.split_by_class(
+        x, y, x, y, classes_per_task=[(3, 0), (1, 2)]
+    )
+    assert stream[0].classes == (3, 0)
+    assert set(stream[0].y_test) == {0, 3}
+    xj, yj = stream.joint()
+    assert len(yj) == 20
+
+
+def test_bad_streams_are_rejected():
+    x, y = np.zeros((4, 2)), np.array([0, 1, 0, 1])
+    with pytest.raises(ValueError, match="no training or no test"):
+        TaskStream.split_by_class(x, y, x, y, classes_per_task=[(0,), (7,)])
+    with pytest.raises(ValueError, match="4 inputs but 3 labels"):
+        TaskStream.split_by_class(x, y[:3], x, y, classes_per_task=1)
+    with pytest.raises(ValueError, match="classes_per_task"):
+        TaskStream.split_by_class(x, y, x, y, classes_per_task=0)
+    with pytest.raises(ValueError, match="num_tasks"):
+        TaskStream.permuted(x, y, x, y, num_tasks=0)
+    with pytest.raises(ValueError, match="at least one task"):
+        TaskStream([])
