@@ -9,6 +9,7 @@ from keras_fip import callbacks
 from keras_fip import continual_metrics
 from keras_fip import datasets
 from keras_fip import distances
+from keras_fip import saving
 from keras_fip.fip_optimizer import FIPOptimizer
 from keras_fip.memory import Memory
 from keras_fip.stream_training import StreamResult
@@ -25,4 +26,5 @@ __all__ = [
     "datasets",
     "distances",
     "fit_stream",
+    "saving",
 ]

@@ -148,6 +148,9 @@ class FIPOptimizer(keras.optimizers.Optimizer):
         self.from_logits = bool(from_logits)
         self.memory_batch_size = memory_batch_size
         self._model = None
+        # Set when a step was traced with no memory: the compiled train
+        # function must be traced again once the memory exists.
+        self.traced_without_memory = False
 
     # ------------------------------------------------------------------
     # State
@@ -262,6 +265,7 @@ class FIPOptimizer(keras.optimizers.Optimizer):
     def _direction(self, grads, trainable_values, trainable_variables):
         """The FIP direction d = β ∇L + ∇D, optionally rescaled to ε."""
         if not self.memory.built:
+            self.traced_without_memory = True
             return grads  # nothing to protect: the inner optimizer's step
         if self._model is None:
             raise ValueError(
@@ -271,7 +275,7 @@ class FIPOptimizer(keras.optimizers.Optimizer):
             )
         order = self._model_order(trainable_variables)
         grads = [
-            ops.zeros_like(v) if g is None else g
+            ops.zeros_like(v) if g is None else ops.convert_to_tensor(g)
             for g, v in zip(grads, trainable_values)
         ]
         inputs, anchors = self.memory.next_batch(self.memory_batch_size)

@@ -21,4 +21,6 @@ def value_and_grad(fn, values):
     grads = tape.gradient(
         value, values, unconnected_gradients=tf.UnconnectedGradients.ZERO
     )
+    # Embedding lookups give IndexedSlices; the FIP direction is dense.
+    grads = [tf.convert_to_tensor(g) for g in grads]
     return value, grads

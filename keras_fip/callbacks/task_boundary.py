@@ -85,16 +85,17 @@ class TaskBoundary(keras.callbacks.Callback):
         model = self.model
         fip = self._optimizer(model)
         memory = fip.memory
-        newly_built = not memory.built
         memory.build(model, self.x)
         self._check_labels(memory)
         fip.bind(model)
         if _read_int(memory.anchor_task) != self.task_id:
             memory.consolidate(model, batch_size=self.batch_size)
             memory.anchor_task.assign(self.task_id)
-        if newly_built and getattr(model, "train_function", None) is not None:
+        if fip.traced_without_memory:
             # The step was traced before the memory existed: trace again.
-            model.make_train_function(force=True)
+            if getattr(model, "train_function", None) is not None:
+                model.make_train_function(force=True)
+            fip.traced_without_memory = False
 
     def on_epoch_end(self, epoch, logs=None):
         memory = self._optimizer(self.model).memory

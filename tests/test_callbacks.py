@@ -1,0 +1,128 @@
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_fip
+from conftest import compile_fip
+from conftest import make_mlp
+from conftest import sparse_ce
+from conftest import toy_tasks
+
+
+def _model():
+    return make_mlp(hidden=(16,), inputs=8, classes=4)
+
+
+def test_accuracy_matrix_rows_and_history_logs():
+    task0, task1 = toy_tasks()
+    model = _model()
+    compile_fip(model, inner=keras.optimizers.Adam(1e-2))
+    matrix = keras_fip.callbacks.AccuracyMatrix([task0, task1])
+    histories = []
+    for t, task in enumerate((task0, task1)):
+        h = model.fit(*task, epochs=3, batch_size=4, verbose=0, callbacks=[
+            keras_fip.callbacks.TaskBoundary(t, *task), matrix])
+        histories.append(h.history)
+    R = matrix.matrix
+    assert R.shape == (2, 2)
+    assert "accuracy_task_0" in histories[0] and "accuracy_task_1" not in histories[0]
+    assert len(histories[1]["accuracy_task_1"]) == 3
+    # The logged value at the last epoch is the matrix entry.
+    assert histories[1]["accuracy_task_0"][-1] == pytest.approx(R[1, 0])
+    assert R[0, 0] > 0.9
+
+
+def test_accuracy_matrix_needs_tasks():
+    with pytest.raises(ValueError, match="at least one task"):
+        keras_fip.callbacks.AccuracyMatrix([])
+
+
+def test_path_recorder_measures_distance_length_and_drift():
+    task0, task1 = toy_tasks()
+    model = _model()
+    compile_fip(model, inner=keras.optimizers.Adam(1e-2))
+    path = keras_fip.callbacks.PathRecorder(
+        every_n_steps=2, every_n_epochs=1, eval_data=[task0, task1],
+        keep_weights=True,
+    )
+    for t, task in enumerate((task0, task1)):
+        h = model.fit(*task, epochs=2, batch_size=8, verbose=0, callbacks=[
+            keras_fip.callbacks.TaskBoundary(t, *task), path])
+    records = path.records
+    assert records[0]["distance"] == 0.0 and records[0]["step"] == 0
+    assert records[-1]["step"] == 16  # 2 tasks × 2 epochs × 4 steps
+    lengths = [r["length"] for r in records]
+    assert all(b >= a for a, b in zip(lengths, lengths[1:]))
+    assert records[-1]["length"] >= records[-1]["distance"] > 0
+    # No protected memory during the first fit, then a finite drift.
+    assert np.isnan(records[1]["drift"])
+    assert np.isfinite(records[-1]["drift"])
+    assert len(records[-1]["accuracy"]) == 2
+    assert "path_distance" in h.history and len(path.weights) == len(records)
+    final = np.concatenate(
+        [ops.convert_to_numpy(v).ravel() for v in model.trainable_variables]
+    )
+    np.testing.assert_allclose(path.weights[-1], final, rtol=1e-6)
+
+
+def test_path_recorder_rejects_bad_intervals():
+    with pytest.raises(ValueError, match="every_n_steps"):
+        keras_fip.callbacks.PathRecorder(every_n_steps=0)
+
+
+def test_task_boundary_rejects_labels_outside_the_head():
+    task0, _ = toy_tasks()
+    model = _model()
+    compile_fip(model)
+    bad = (task0[0], task0[1] + 4)
+    with pytest.raises(ValueError, match="outside the model's 4-way head"):
+        model.fit(*bad, epochs=1, verbose=0, callbacks=[
+            keras_fip.callbacks.TaskBoundary(0, *bad)])
+
+
+def test_task_boundary_needs_an_fip_optimizer():
+    task0, _ = toy_tasks()
+    model = _model()
+    model.compile(optimizer="adam", loss=sparse_ce())
+    with pytest.raises(ValueError, match="Compile with optimizer=keras_fip"):
+        model.fit(*task0, epochs=1, verbose=0, callbacks=[
+            keras_fip.callbacks.TaskBoundary(0, *task0)])
+
+
+def test_task_boundary_rejects_bad_task_id():
+    with pytest.raises(ValueError, match="task_id"):
+        keras_fip.callbacks.TaskBoundary(-1, np.zeros((2, 8)))
+
+
+def test_resuming_a_task_keeps_the_anchor():
+    task0, task1 = toy_tasks()
+    model = _model()
+    fip = compile_fip(model, inner=keras.optimizers.Adam(1e-2))
+    model.fit(*task0, epochs=2, verbose=0,
+              callbacks=[keras_fip.callbacks.TaskBoundary(0, *task0)])
+    model.fit(*task1, epochs=1, verbose=0,
+              callbacks=[keras_fip.callbacks.TaskBoundary(1, *task1)])
+    anchors = fip.memory.stored()[3].copy()
+    boundary = keras_fip.callbacks.TaskBoundary(1, *task1)
+    boundary.set_model(model)
+    boundary.on_train_begin()  # same task again: no re-anchoring
+    np.testing.assert_array_equal(fip.memory.stored()[3], anchors)
+    keras_fip.callbacks.TaskBoundary(2, *task1).set_model(model)
+    nxt = keras_fip.callbacks.TaskBoundary(2, *task1)
+    nxt.set_model(model)
+    nxt.on_train_begin()  # a new task re-anchors on the current network
+    assert int(ops.convert_to_numpy(fip.memory.anchor_task)) == 2
+
+
+def test_first_task_without_boundary_then_with_one_retraces():
+    # The step traced before the memory existed must pick the memory up.
+    task0, task1 = toy_tasks()
+    model = _model()
+    fip = compile_fip(model, inner=keras.optimizers.Adam(1e-2))
+    model.fit(*task0, epochs=2, verbose=0)
+    fip.memory.build(model, task0[0])
+    fip.memory.add(*task0)
+    model.fit(*task1, epochs=1, verbose=0,
+              callbacks=[keras_fip.callbacks.TaskBoundary(1, *task1)])
+    assert float(ops.convert_to_numpy(fip.invariance_loss)) != 0.0
