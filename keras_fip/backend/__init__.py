@@ -3,6 +3,12 @@
 Everything else in `keras_fip` is written with `keras.ops`. This module
 mirrors Keras's own `keras/src/backend/` layout: one small file per backend,
 and `value_and_grad` picked at import time from `keras.backend.backend()`.
+
+`value_and_grad(fn, values)` returns `(fn(values), grads)` for a function
+`fn` of a list of tensors returning a scalar; `grads` is a list of dense
+tensors shaped like `values` (zeros where `fn` does not depend on a value).
+It is called inside compiled train steps (XLA, `jax.jit`) and under the
+`torch.no_grad()` Keras applies gradients in.
 """
 
 import keras

@@ -4,16 +4,7 @@ import tensorflow as tf
 
 
 def value_and_grad(fn, values):
-    """Returns `(fn(values), d fn / d values)` for a scalar `fn`.
-
-    Args:
-        fn: a function of a list of tensors returning a scalar tensor.
-        values: the list of tensors (or `tf.Variable`s) to differentiate
-            with respect to.
-
-    Returns:
-        A tuple `(value, grads)`, `grads` a list shaped like `values`.
-    """
+    """`(fn(values), d fn / d values)`; see `keras_fip.backend`."""
     values = [tf.identity(v) for v in values]
     with tf.GradientTape() as tape:
         tape.watch(values)

@@ -1,0 +1,155 @@
+"""Step time and peak memory of FIP against the bare inner optimizer.
+
+For one backend (KERAS_BACKEND), trains the same model on the same batches
+with `Adam` and with `FIPOptimizer(Adam)` (memory active) and prints the
+ratios FIP / Adam beside the compute floor (B_new + B_mem) / B_new: an FIP
+step runs one more forward and backward pass, on the memory batch.
+
+Each measurement runs in a fresh child process (so peak memory is its own);
+the children alternate Adam, FIP, Adam, FIP, ... and the best of the
+repeats is kept. Step time is the median over timed `fit` epochs after a
+warm-up epoch (compilation excluded). Peak memory is the rise of the
+process's peak resident memory (VmHWM) over its resident memory before any
+training (compilation included), on the CPU.
+
+    KERAS_BACKEND=jax OMP_NUM_THREADS=1 python examples/benchmark_step_time.py
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+CONFIGS = {
+    # name: (input dim, hidden widths, classes, batch, memory batch)
+    "digits-mlp": (64, (256, 256), 10, 32, 32),
+    "wide-mlp": (784, (1024, 1024), 100, 256, 64),
+}
+
+
+def _rss_kb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1])
+    return 0
+
+
+def child(method, config, steps, repeats):
+    import keras
+    import numpy as np
+
+    import keras_fip
+
+    features, hidden, classes, batch, memory_batch = CONFIGS[config]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((features,))]
+        + [keras.layers.Dense(h, activation="relu") for h in hidden]
+        + [keras.layers.Dense(classes)]
+    )
+    rng = np.random.default_rng(0)
+    x = rng.random((batch * steps, features)).astype("float32")
+    y = rng.integers(0, classes, batch * steps)
+    optimizer = keras.optimizers.Adam(1e-3)
+    callbacks = []
+    baseline = _rss_kb("VmRSS")
+    if method == "fip":
+        optimizer = keras_fip.FIPOptimizer(
+            optimizer, memory=keras_fip.Memory(max(4 * memory_batch, 200)),
+            memory_batch_size=memory_batch,
+        )
+        old = (x[: 4 * memory_batch], y[: 4 * memory_batch])
+        model.compile(optimizer=optimizer, loss=keras.losses.
+                      SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(*old, epochs=1, verbose=0,
+                  callbacks=[keras_fip.callbacks.TaskBoundary(0, *old)])
+        callbacks = [keras_fip.callbacks.TaskBoundary(1, x, y)]
+    else:
+        model.compile(optimizer=optimizer, loss=keras.losses.
+                      SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False,
+              callbacks=callbacks)  # warm-up: compile
+    if method == "fip":
+        assert optimizer.memory.is_active
+
+    class Timer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.times.append((time.perf_counter() - self.start) / steps)
+
+    timer = Timer()
+    model.fit(x, y, batch_size=batch, epochs=repeats, verbose=0,
+              shuffle=False, callbacks=callbacks + [timer])
+    return {
+        "step_ms": 1000 * float(np.median(timer.times)),
+        "peak_mb": (_rss_kb("VmHWM") - baseline) / 1024,
+        "floor": (batch + memory_batch) / batch if method == "fip" else 1.0,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS),
+                        choices=list(CONFIGS))
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--child", nargs=2, metavar=("METHOD", "CONFIG"))
+    parser.add_argument("--out", default="results")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(*args.child, args.steps, args.repeats)))
+        return
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    rows = []
+    for config in args.configs:
+        best = {}
+        for _ in range(args.rounds):
+            for method in ("adam", "fip"):
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", method, config,
+                     "--steps", str(args.steps), "--repeats",
+                     str(args.repeats)],
+                    check=True, capture_output=True, text=True,
+                ).stdout.strip().splitlines()[-1]
+                result = json.loads(out)
+                keep = best.get(method)
+                if keep is None or result["step_ms"] < keep["step_ms"]:
+                    best[method] = result
+        adam, fip = best["adam"], best["fip"]
+        rows.append({
+            "backend": backend, "config": config,
+            "adam_step_ms": adam["step_ms"], "fip_step_ms": fip["step_ms"],
+            "time_ratio": fip["step_ms"] / adam["step_ms"],
+            "floor": fip["floor"],
+            "ratio_over_floor": fip["step_ms"] / adam["step_ms"] / fip["floor"],
+            "adam_peak_mb": adam["peak_mb"], "fip_peak_mb": fip["peak_mb"],
+        })
+    print(f"\nbackend {backend}: FIP(Adam) vs Adam, median step over "
+          f"{args.repeats}×{args.steps} steps, best of {args.rounds} rounds")
+    print("| config | Adam ms/step | FIP ms/step | ratio | floor | ratio/floor"
+          " | Adam peak MB | FIP peak MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['config']} | {r['adam_step_ms']:.2f} | "
+              f"{r['fip_step_ms']:.2f} | {r['time_ratio']:.2f} | "
+              f"{r['floor']:.2f} | {r['ratio_over_floor']:.2f} | "
+              f"{r['adam_peak_mb']:.0f} | {r['fip_peak_mb']:.0f} |")
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, f"benchmark_{backend}.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

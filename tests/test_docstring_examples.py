@@ -1,0 +1,25 @@
+"""The runnable examples in the public docstrings run as written."""
+
+import re
+import textwrap
+
+import pytest
+
+import keras_fip
+from keras_fip import continual_metrics
+from keras_fip import distances
+
+EXAMPLES = {
+    "FIPOptimizer": keras_fip.FIPOptimizer,
+    "Memory": keras_fip.Memory,
+    "distances": distances,
+    "continual_metrics": continual_metrics,
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_docstring_example_runs(name):
+    blocks = re.findall(r"```python\n(.*?)```", EXAMPLES[name].__doc__, re.S)
+    assert blocks, f"{name} has no example"
+    code = "\n".join(textwrap.dedent(block) for block in blocks)
+    exec(compile(code, f"<{name} docstring>", "exec"), {})
