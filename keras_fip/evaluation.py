@@ -5,16 +5,20 @@ from keras import ops
 from keras import tree
 
 
-def find_fip_optimizer(optimizer):
-    """Returns the `FIPOptimizer` in `optimizer` (maybe wrapped), or None."""
-    from keras_fip.fip_optimizer import FIPOptimizer
+def find_continual_optimizer(optimizer, cls=None):
+    """The keras_fip optimizer in `optimizer` (maybe wrapped), or None.
 
-    seen = 0
-    while optimizer is not None and seen < 8:
-        if isinstance(optimizer, FIPOptimizer):
+    Args:
+        optimizer: a model's optimizer.
+        cls: the class to look for (default: any `ContinualOptimizer`).
+    """
+    from keras_fip.continual_optimizer import ContinualOptimizer
+
+    cls = cls or ContinualOptimizer
+    for _ in range(8):
+        if optimizer is None or isinstance(optimizer, cls):
             return optimizer
         optimizer = getattr(optimizer, "inner_optimizer", None)
-        seen += 1
     return None
 
 

@@ -19,32 +19,19 @@ quadratic form of g. The direction handed to the inner optimizer is
 then moves exactly ε per step, as the reference sparsification does).
 """
 
-import math
-
 import keras
 from keras import ops
 
-from keras_fip import backend as fip_backend
 from keras_fip import distances
-from keras_fip.memory import Memory
+from keras_fip.continual_optimizer import _check_number
+from keras_fip.memory_optimizer import MemoryOptimizer
+from keras_fip.memory_optimizer import global_norm
 
 REDUCTIONS = ("sum", "mean")
 
 
-def _check_non_negative(name, value, allow_none=False, positive=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"`{name}` must be a number; got {value!r}.")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"`{name}` must be a finite number {bound}; got {value}.")
-    return value
-
-
 @keras.saving.register_keras_serializable(package="keras_fip")
-class FIPOptimizer(keras.optimizers.Optimizer):
+class FIPOptimizer(MemoryOptimizer):
     """Wraps a Keras optimizer so each step keeps the protected outputs.
 
     Use it with `model.compile` and the default `fit` loop; the callback
@@ -101,82 +88,35 @@ class FIPOptimizer(keras.optimizers.Optimizer):
         name=None,
         **kwargs,
     ):
-        if kwargs:
-            raise ValueError(
-                f"FIPOptimizer does not take `{'`, `'.join(kwargs)}`. Set "
-                "learning rate, clipping, weight decay and EMA on the "
-                "inner optimizer."
-            )
-        if not isinstance(inner_optimizer, keras.optimizers.Optimizer):
-            raise TypeError(
-                "`inner_optimizer` must be a keras.optimizers.Optimizer "
-                f"instance such as keras.optimizers.Adam(1e-3); got "
-                f"{inner_optimizer!r}."
-            )
-        if isinstance(inner_optimizer, FIPOptimizer):
-            raise ValueError("An FIPOptimizer cannot wrap another one.")
-        if memory is None:
-            memory = Memory(capacity=200)
-        if not isinstance(memory, Memory):
-            raise TypeError(
-                f"`memory` must be a keras_fip.Memory; got {memory!r}."
-            )
         distances.get(distance)
         if reduction not in REDUCTIONS:
             raise ValueError(
                 f"Unknown reduction {reduction!r}. Expected 'sum' (the "
                 "reference code) or 'mean'."
             )
-        if (
-            isinstance(memory_batch_size, bool)
-            or not isinstance(memory_batch_size, int)
-            or memory_batch_size <= 0
-        ):
-            raise ValueError(
-                "`memory_batch_size` must be a positive integer; got "
-                f"{memory_batch_size!r}."
-            )
-        super().__init__(learning_rate=0.0, name=name)
-        self.inner_optimizer = inner_optimizer
-        self.memory = memory
-        self._initial_beta = _check_non_negative("beta", beta)
-        self._initial_step_norm = _check_non_negative(
+        super().__init__(inner_optimizer, memory=memory,
+                         memory_batch_size=memory_batch_size, name=name,
+                         **kwargs)
+        self._initial_beta = _check_number("beta", beta)
+        self._initial_step_norm = _check_number(
             "step_norm", step_norm, allow_none=True, positive=True
         )
         self.distance = distance
         self.reduction = reduction
         self.from_logits = bool(from_logits)
-        self.memory_batch_size = memory_batch_size
-        self._model = None
-        # Set when a step was traced with no memory: the compiled train
-        # function must be traced again once the memory exists.
-        self.traced_without_memory = False
 
-    # ------------------------------------------------------------------
-    # State
-    # ------------------------------------------------------------------
-    def build(self, var_list):
-        if self.built:
-            return
+    def _build_own(self, var_list):
+        super()._build_own(var_list)
         self._beta = self.add_variable(
-            shape=(),
-            dtype="float32",
+            shape=(), dtype="float32", name="beta",
             initializer=keras.initializers.Constant(self._initial_beta),
-            name="beta",
         )
         self._step_norm = self.add_variable(
-            shape=(),
-            dtype="float32",
+            shape=(), dtype="float32", name="step_norm",
             initializer=keras.initializers.Constant(
                 self._initial_step_norm or 0.0
             ),
-            name="step_norm",
         )
-        self.invariance_loss = self.add_variable(
-            shape=(), dtype="float32", name="invariance_loss"
-        )
-        self.inner_optimizer.build(var_list)
-        super().build(var_list)
 
     @property
     def beta(self):
@@ -191,70 +131,14 @@ class FIPOptimizer(keras.optimizers.Optimizer):
         return self._step_norm if self.built else self._initial_step_norm
 
     @property
-    def _own_variables(self):
-        return self._variables + self.memory.variables
+    def invariance_loss(self):
+        """The invariance term D of the last step (a Keras variable)."""
+        return self.memory_loss
 
-    @property
-    def variables(self):
-        return self._own_variables + self.inner_optimizer.variables
+    def _check_outputs(self, shape):
+        distances.check_output_shape(self.distance, shape)
 
-    @property
-    def learning_rate(self):
-        return self.inner_optimizer.learning_rate
-
-    @learning_rate.setter
-    def learning_rate(self, learning_rate):
-        self.inner_optimizer.learning_rate = learning_rate
-
-    @property
-    def iterations(self):
-        return self.inner_optimizer.iterations
-
-    def finalize_variable_values(self, var_list):
-        self.inner_optimizer.finalize_variable_values(var_list)
-
-    # ------------------------------------------------------------------
-    # The model the memory is run through
-    # ------------------------------------------------------------------
-    def bind(self, model):
-        """Tells the optimizer which model the protected outputs belong to.
-
-        `keras_fip.callbacks.TaskBoundary` calls this; call it yourself to
-        train on an active memory without that callback.
-
-        Args:
-            model: the compiled Keras model this optimizer trains.
-        """
-        if not isinstance(model, keras.Model):
-            raise TypeError(f"bind() needs a keras.Model; got {model!r}.")
-        if self.memory.built:
-            distances.check_output_shape(
-                self.distance, (None, *self.memory.spec["outputs"]["shape"])
-            )
-        self._model = model
-
-    def _model_order(self, trainable_variables):
-        """Index into `trainable_variables` of each model trainable var."""
-        position = {id(v): i for i, v in enumerate(trainable_variables)}
-        order = []
-        for v in self._model.trainable_variables:
-            if id(v) not in position:
-                raise ValueError(
-                    f"The model's trainable variable {v.path!r} is not among "
-                    "the variables this optimizer updates: the model changed "
-                    "(new layers, or `trainable` flags) after compile. Call "
-                    "`model.compile(...)` again."
-                )
-            order.append(position[id(v)])
-        return order
-
-    # ------------------------------------------------------------------
-    # The FIP step
-    # ------------------------------------------------------------------
-    def _invariance(self, model_values, state, inputs, anchors):
-        outputs, _ = self._model.stateless_call(
-            model_values, state, inputs, training=False
-        )
+    def _memory_loss(self, outputs, anchors, labels):
         per_sample = distances.get(self.distance)(
             outputs, anchors, from_logits=self.from_logits
         )
@@ -262,127 +146,31 @@ class FIPOptimizer(keras.optimizers.Optimizer):
             return ops.sum(per_sample)
         return ops.mean(per_sample)
 
-    def _direction(self, grads, trainable_values, trainable_variables):
-        """The FIP direction d = β ∇L + ∇D, optionally rescaled to ε."""
-        if not self.memory.built:
-            self.traced_without_memory = True
-            return grads  # nothing to protect: the inner optimizer's step
-        if self._model is None:
-            raise ValueError(
-                "FIPOptimizer has a memory but no model to run it through. "
-                "Pass keras_fip.callbacks.TaskBoundary(...) to fit(), or "
-                "call `optimizer.bind(model)` before training."
-            )
-        order = self._model_order(trainable_variables)
-        grads = [
-            ops.zeros_like(v) if g is None else ops.convert_to_tensor(g)
-            for g, v in zip(grads, trainable_values)
-        ]
-        inputs, anchors = self.memory.next_batch(self.memory_batch_size)
-        state = [v.value for v in self.memory.model_state]
-        model_values = [trainable_values[i] for i in order]
-        active = ops.greater(self.memory.num_active.value, 0)
-
-        def protect():
-            value, model_grads = fip_backend.value_and_grad(
-                lambda values: self._invariance(values, state, inputs, anchors),
-                model_values,
-            )
-            invariance_grads = [ops.zeros_like(g) for g in grads]
-            for i, g in zip(order, model_grads):
-                invariance_grads[i] = ops.cast(g, grads[i].dtype)
-            return ops.cast(value, "float32"), invariance_grads
-
-        def skip():
-            return ops.zeros((), "float32"), [ops.zeros_like(g) for g in grads]
-
-        value, invariance_grads = ops.cond(active, protect, skip)
-        self.invariance_loss.assign(value)
-        scale = ops.where(active, self._beta.value, 1.0)
+    def _combine(self, grads, memory_grads):
+        """d = β ∇L + ∇D, rescaled to global norm ε when `step_norm` is set."""
+        beta = self._beta.value
         direction = [
-            ops.cast(scale, g.dtype) * g + ig
-            for g, ig in zip(grads, invariance_grads)
+            ops.cast(beta, g.dtype) * g + m for g, m in zip(grads, memory_grads)
         ]
         if self._initial_step_norm is not None:
-            norm = ops.sqrt(
-                sum(ops.sum(ops.square(ops.cast(d, "float32"))) for d in direction)
-            )
-            factor = ops.where(
-                active, self._step_norm.value / ops.maximum(norm, 1e-12), 1.0
+            factor = self._step_norm.value / ops.maximum(
+                global_norm(direction), 1e-12
             )
             direction = [ops.cast(factor, d.dtype) * d for d in direction]
         return direction
 
-    def apply(self, grads, trainable_variables=None):
-        if not self.built:
-            with keras.name_scope(self.name, caller=self):
-                self.build(trainable_variables)
-            self.built = True
-        variables = list(trainable_variables or self._trainable_variables)
-        direction = self._direction(
-            list(grads), [v.value for v in variables], variables
-        )
-        self.inner_optimizer.apply(direction, trainable_variables)
-
-    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
-        if not self.built:
-            raise ValueError(
-                "To call `stateless_apply`, FIPOptimizer must be built: call "
-                "`optimizer.build(trainable_variables)` first."
-            )
-        own = self._own_variables
-        own_values = optimizer_variables[: len(own)]
-        inner_values = optimizer_variables[len(own) :]
-        with keras.StatelessScope(state_mapping=list(zip(own, own_values))) as scope:
-            direction = self._direction(
-                list(grads), list(trainable_variables), self._trainable_variables
-            )
-        new_own = [scope.get_current_value(v) for v in own]
-        new_trainable, new_inner = self.inner_optimizer.stateless_apply(
-            inner_values, direction, trainable_variables
-        )
-        return new_trainable, new_own + list(new_inner)
-
-    # ------------------------------------------------------------------
-    # Saving
-    # ------------------------------------------------------------------
-    def load_own_variables(self, store):
-        if len(store.keys()) != len(self.variables):
-            raise ValueError(
-                f"Cannot restore FIPOptimizer {self.name!r}: the file holds "
-                f"{len(store.keys())} optimizer variables but this optimizer "
-                f"has {len(self.variables)}. The memory or the inner "
-                "optimizer differs from the saved one (was the optimizer "
-                "built for this model?)."
-            )
-        super().load_own_variables(store)
-
     def get_config(self):
-        beta = self._initial_beta
-        step_norm = self._initial_step_norm
+        config = super().get_config()
+        beta, step_norm = self._initial_beta, self._initial_step_norm
         if self.built:
             beta = float(ops.convert_to_numpy(self._beta))
             if step_norm is not None:
                 step_norm = float(ops.convert_to_numpy(self._step_norm))
-        return {
-            "name": self.name,
-            "inner_optimizer": keras.saving.serialize_keras_object(
-                self.inner_optimizer
-            ),
-            "memory": self.memory.get_config(),
-            "beta": beta,
-            "distance": self.distance,
-            "reduction": self.reduction,
-            "from_logits": self.from_logits,
-            "memory_batch_size": self.memory_batch_size,
-            "step_norm": step_norm,
-        }
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        inner = keras.saving.deserialize_keras_object(
-            config.pop("inner_optimizer"), custom_objects=custom_objects
+        config.update(
+            beta=beta,
+            distance=self.distance,
+            reduction=self.reduction,
+            from_logits=self.from_logits,
+            step_norm=step_norm,
         )
-        memory = Memory.from_config(config.pop("memory"))
-        return cls(inner, memory=memory, **config)
+        return config

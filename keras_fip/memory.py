@@ -196,6 +196,7 @@ class Memory:
         self.order = variable((cap,), "int32", "order")
         self.labels = variable((cap,), "int32", "labels")
         self.task_ids = variable((cap,), "int32", "task_ids")
+        self.anchored = variable((cap,), "int32", "anchored")
         self._input_keys = spec["input_keys"]
         self._input_variables = [
             variable((cap, *s["shape"]), s["dtype"], f"inputs_{i}")
@@ -265,7 +266,8 @@ class Memory:
         self._require_built("add samples to")
         leaves = self._check_inputs(x)
         n = _num_samples(leaves)
-        _, labels, tasks, _ = self.stored()
+        _, labels, tasks, anchors = self.stored()
+        flags = ops.convert_to_numpy(self.anchored)[: self.size]
         old_leaves = [
             ops.convert_to_numpy(v)[: self.size] for v in self._input_variables
         ]
@@ -278,7 +280,7 @@ class Memory:
                 f"and was given {'no labels' if y is None else 'labels'}."
             )
         num_adds = int(ops.convert_to_numpy(self.num_seen))
-        rng = np.random.default_rng([self.seed, num_adds, n])
+        rng = np.random.default_rng([self.seed, num_adds, n, int(task_id)])
         new_tasks = np.full((n,), int(task_id), "int64")
         if y is None:
             keep_old, keep_new = self._reservoir(n, num_adds, rng)
@@ -292,7 +294,12 @@ class Memory:
         ]
         merged_labels = np.concatenate([labels[keep_old], new_labels[keep_new]])
         merged_tasks = np.concatenate([tasks[keep_old], new_tasks[keep_new]])
-        self._write(merged, merged_labels, merged_tasks)
+        merged_anchors = np.concatenate(
+            [anchors[keep_old], np.zeros((len(keep_new), *anchors.shape[1:]))]
+        )
+        merged_flags = np.concatenate([flags[keep_old], np.zeros(len(keep_new))])
+        self._write(merged, merged_labels, merged_tasks, merged_anchors,
+                    merged_flags)
         self.num_seen.assign(num_adds + n)
 
     def _balanced(self, old_labels, new_labels, rng):
@@ -338,7 +345,18 @@ class Memory:
         keep_new = np.array([i for k, i in owner if k == "new"], int)
         return keep_old, keep_new
 
-    def _write(self, inputs, labels, tasks):
+    def clear(self):
+        """Empties the memory (its shapes stay)."""
+        self._require_built("clear")
+        empty = np.zeros((0,), "int64")
+        self._write(
+            [np.zeros((0, *s["shape"])) for s in self.spec["inputs"]],
+            empty, empty,
+            np.zeros((0, *self.spec["outputs"]["shape"])), empty,
+        )
+        self.num_seen.assign(0)
+
+    def _write(self, inputs, labels, tasks, anchors, flags):
         n = len(labels)
         cap = self.capacity
 
@@ -351,22 +369,25 @@ class Memory:
             v.assign(padded(a, v.dtype))
         self.labels.assign(padded(labels, "int32"))
         self.task_ids.assign(padded(tasks, "int32"))
-        self.anchor_outputs.assign(
-            np.zeros(self.anchor_outputs.shape, "float32")
-        )
+        self.anchor_outputs.assign(padded(anchors, "float32"))
+        self.anchored.assign(padded(flags, "int32"))
         self.num_stored.assign(n)
         self.num_active.assign(0)  # anchors are stale until consolidate
         self.shuffle()
 
-    def consolidate(self, model, batch_size=256):
-        """Makes the model as it is now the anchor of every stored sample.
+    def consolidate(self, model, batch_size=256, refresh=True):
+        """Anchors the stored samples on the model as it is now.
 
-        Recomputes the anchor outputs (inference mode) and snapshots the
-        model's non-trainable state for the memory's forward passes.
+        Computes anchor outputs (inference mode) and snapshots the model's
+        non-trainable state for the memory's forward passes.
 
         Args:
             model: the protected model.
             batch_size: the batch size of the anchor forward passes.
+            refresh: `True` re-anchors every sample (FIP: the anchor is the
+                network at the start of the task); `False` anchors only the
+                samples added since (DER keeps the outputs a sample had
+                when it was stored).
         """
         self._require_built("consolidate")
         state = model.non_trainable_variables
@@ -382,18 +403,25 @@ class Memory:
         for snapshot, v in zip(self.model_state, state):
             snapshot.assign(ops.copy(v.value))
         n = self.size
-        if n:
-            leaves = [ops.convert_to_numpy(v)[:n] for v in self._input_variables]
+        flags = ops.convert_to_numpy(self.anchored)
+        todo = np.arange(n) if refresh else np.flatnonzero(flags[:n] == 0)
+        if len(todo):
+            leaves = [
+                ops.convert_to_numpy(v)[todo] for v in self._input_variables
+            ]
             outputs = []
-            for start in range(0, n, batch_size):
+            for start in range(0, len(todo), batch_size):
                 batch = _pack(
                     self._input_keys,
                     [a[start : start + batch_size] for a in leaves],
                 )
                 outputs.append(ops.convert_to_numpy(_call_model(model, batch)))
-            anchors = np.zeros(self.anchor_outputs.shape, "float32")
-            anchors[:n] = np.concatenate(outputs)
+            anchors = ops.convert_to_numpy(self.anchor_outputs).copy()
+            anchors[todo] = np.concatenate(outputs)
             self.anchor_outputs.assign(anchors)
+            flags = flags.copy()
+            flags[todo] = 1
+            self.anchored.assign(flags)
         self.num_active.assign(n)
         self.cursor.assign(0)
 
@@ -412,7 +440,7 @@ class Memory:
     # In-graph sampling (inside the compiled train step)
     # ------------------------------------------------------------------
     def next_batch(self, batch_size):
-        """Returns the next `(inputs, anchor_outputs)` batch; advances.
+        """Returns the next `(inputs, anchor_outputs, labels)`; advances.
 
         Written with `keras.ops` for use inside a compiled train step. With
         an inactive memory the batch is made of slot 0 and must be unused.
@@ -430,8 +458,9 @@ class Memory:
             [ops.take(v.value, index, axis=0) for v in self._input_variables],
         )
         anchors = ops.take(self.anchor_outputs.value, index, axis=0)
+        labels = ops.take(self.labels.value, index, axis=0)
         self.cursor.assign(ops.mod(self.cursor.value + batch_size, active))
-        return inputs, anchors
+        return inputs, anchors, labels
 
     # ------------------------------------------------------------------
     # Checks and serialization

@@ -5,7 +5,7 @@ import dataclasses
 from keras_fip import continual_metrics
 from keras_fip.callbacks import AccuracyMatrix
 from keras_fip.callbacks import TaskBoundary
-from keras_fip.evaluation import find_fip_optimizer
+from keras_fip.evaluation import find_continual_optimizer
 
 
 @dataclasses.dataclass
@@ -36,9 +36,9 @@ def fit_stream(
 ):
     """Trains `model` on each task of `stream` in order with `model.fit`.
 
-    With an `FIPOptimizer` each task's `fit` gets a `TaskBoundary` (the
-    memory is anchored at the task start and stores the task at its end);
-    with any other optimizer this is plain sequential fine-tuning. An
+    With a keras_fip continual optimizer (FIP or a baseline) each task's
+    `fit` gets a `TaskBoundary`; with any other optimizer this is plain
+    sequential fine-tuning. An
     `AccuracyMatrix` evaluates every task after each one.
 
     Args:
@@ -62,12 +62,12 @@ def fit_stream(
     result.summary()["average_accuracy"]
     ```
     """
-    fip = find_fip_optimizer(getattr(model, "optimizer", None))
+    continual = find_continual_optimizer(getattr(model, "optimizer", None))
     matrix = AccuracyMatrix(stream, every_n_epochs=eval_every_n_epochs)
     histories = []
     for task_id, task in enumerate(stream):
         task_callbacks = [matrix, *(callbacks or [])]
-        if fip is not None:
+        if continual is not None:
             task_callbacks.insert(
                 0, TaskBoundary(task_id, task.x_train, task.y_train)
             )

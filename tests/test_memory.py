@@ -103,7 +103,7 @@ def test_next_batch_walks_a_permutation():
     inputs, _, _, _ = memory.stored()
     seen = []
     for _ in range(3):
-        batch, _ = memory.next_batch(2)
+        batch, _, _ = memory.next_batch(2)
         seen.extend(ops.convert_to_numpy(batch).tolist())
     assert sorted(map(tuple, seen)) == sorted(map(tuple, inputs.tolist()))
 

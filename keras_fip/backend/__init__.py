@@ -8,7 +8,8 @@ and `value_and_grad` picked at import time from `keras.backend.backend()`.
 `fn` of a list of tensors returning a scalar; `grads` is a list of dense
 tensors shaped like `values` (zeros where `fn` does not depend on a value).
 It is called inside compiled train steps (XLA, `jax.jit`) and under the
-`torch.no_grad()` Keras applies gradients in.
+`torch.no_grad()` Keras applies gradients in. `to_dense(g)` turns
+TensorFlow's IndexedSlices (embedding gradients) into dense tensors.
 """
 
 import keras
@@ -16,10 +17,13 @@ import keras
 _BACKEND = keras.backend.backend()
 
 if _BACKEND == "jax":
+    from keras_fip.backend.jax import to_dense
     from keras_fip.backend.jax import value_and_grad
 elif _BACKEND == "tensorflow":
+    from keras_fip.backend.tensorflow import to_dense
     from keras_fip.backend.tensorflow import value_and_grad
 elif _BACKEND == "torch":
+    from keras_fip.backend.torch import to_dense
     from keras_fip.backend.torch import value_and_grad
 else:
     raise ImportError(
@@ -28,4 +32,4 @@ else:
         "of the supported backends before importing keras."
     )
 
-__all__ = ["value_and_grad"]
+__all__ = ["to_dense", "value_and_grad"]

@@ -15,3 +15,8 @@ def value_and_grad(fn, values):
     # Embedding lookups give IndexedSlices; the FIP direction is dense.
     grads = [tf.convert_to_tensor(g) for g in grads]
     return value, grads
+
+
+def to_dense(x):
+    """A dense tensor (embedding gradients arrive as IndexedSlices)."""
+    return tf.convert_to_tensor(x)

@@ -6,7 +6,7 @@ from keras import ops
 
 from keras_fip import distances
 from keras_fip.evaluation import accuracy
-from keras_fip.evaluation import find_fip_optimizer
+from keras_fip.evaluation import find_continual_optimizer
 from keras_fip.evaluation import predict_outputs
 
 
@@ -81,7 +81,11 @@ class PathRecorder(keras.callbacks.Callback):
         self._fit = -1
 
     def _drift(self, model):
-        fip = find_fip_optimizer(getattr(model, "optimizer", None))
+        from keras_fip.fip_optimizer import FIPOptimizer
+
+        fip = find_continual_optimizer(
+            getattr(model, "optimizer", None), FIPOptimizer
+        )
         if fip is None or not fip.memory.is_active:
             return float("nan")
         inputs, _, _, anchors = fip.memory.stored()

@@ -1,33 +1,30 @@
-"""`TaskBoundary`: the memory's life cycle around one task's `fit`."""
+"""`TaskBoundary`: a continual optimizer's life cycle around one task."""
 
 import keras
 import numpy as np
-from keras import ops
 
-from keras_fip.evaluation import find_fip_optimizer
-
-
-def _read_int(variable):
-    return int(ops.convert_to_numpy(variable))
+from keras_fip.evaluation import find_continual_optimizer
+from keras_fip.evaluation import predict_outputs
 
 
 class TaskBoundary(keras.callbacks.Callback):
-    """Anchors the memory when a task starts and stores it when it ends.
+    """Tells the model's continual optimizer where a task starts and ends.
 
-    Pass one to each task's `fit`. When training begins it builds the
-    `FIPOptimizer`'s memory if needed, binds the model to the optimizer and,
-    if the memory is not yet anchored for `task_id`, *consolidates*: the
-    network as it is now becomes the anchor w₀ of every stored sample. After
-    each epoch the memory's sampling order is reshuffled. When training
-    ends, the task's samples join the memory (class-balanced) and are
-    anchored too. Resuming a task (a second `fit` with the same `task_id`,
-    or after loading a `.keras` file) keeps the existing anchor.
+    Pass one to each task's `fit`. For `FIPOptimizer` (and the other memory
+    methods): when training begins it builds the memory if needed, binds the
+    model and, if the memory is not yet anchored for `task_id`,
+    *consolidates*: the network as it is now becomes the anchor w₀ of every
+    stored sample. After each epoch the memory's sampling order is
+    reshuffled. When training ends, the task's samples join the memory
+    (class-balanced) and are anchored too. Resuming a task (a second `fit`
+    with the same `task_id`, or after loading a `.keras` file) keeps the
+    existing anchor. Weight-space methods (EWC, SI) consolidate their
+    importance at the end of the task instead.
 
     Args:
         task_id: integer id of the task being trained (0, 1, ...).
         x: the task's training inputs (array or dict of arrays).
         y: the task's integer labels, or `None` for a reservoir memory.
-        batch_size: batch size of the anchor forward passes.
 
     Example:
 
@@ -37,7 +34,7 @@ class TaskBoundary(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, task_id, x, y=None, batch_size=256):
+    def __init__(self, task_id, x, y=None):
         super().__init__()
         if isinstance(task_id, bool) or not isinstance(
             task_id, (int, np.integer)
@@ -48,29 +45,35 @@ class TaskBoundary(keras.callbacks.Callback):
         self.task_id = int(task_id)
         self.x = x
         self.y = y
-        self.batch_size = batch_size
 
     def _optimizer(self, model):
-        fip = find_fip_optimizer(getattr(model, "optimizer", None))
-        if fip is None:
+        optimizer = find_continual_optimizer(getattr(model, "optimizer", None))
+        if optimizer is None:
             raise ValueError(
-                "TaskBoundary manages the memory of a "
-                "keras_fip.FIPOptimizer, but the model is compiled with "
+                "TaskBoundary drives a keras_fip continual optimizer "
+                "(FIPOptimizer, ReplayOptimizer, EWCOptimizer, ...), but the "
+                "model is compiled with "
                 f"{type(getattr(model, 'optimizer', None)).__name__}. "
                 "Compile with optimizer=keras_fip.FIPOptimizer(...)."
             )
-        return fip
+        return optimizer
 
-    def _check_labels(self, memory):
+    def _check_labels(self, model):
         if self.y is None:
             return
-        num_outputs = memory.spec["outputs"]["shape"]
         y = np.asarray(self.y)
-        if y.ndim == 2 and y.shape[1] > 1:
+        if (y.ndim == 2 and y.shape[1] > 1) or y.size == 0:
             return  # one-hot: the loss checks the width
-        if len(num_outputs) != 1 or y.size == 0:
+        x = self.x
+        probe = (
+            {k: np.asarray(v)[:1] for k, v in x.items()}
+            if isinstance(x, dict)
+            else np.asarray(x)[:1]
+        )
+        shape = predict_outputs(model, probe).shape
+        if len(shape) != 2:
             return
-        head = num_outputs[0]
+        head = shape[1]
         if y.min() < 0 or y.max() >= head:
             bad = y[(y < 0) | (y >= head)]
             raise ValueError(
@@ -83,28 +86,18 @@ class TaskBoundary(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         model = self.model
-        fip = self._optimizer(model)
-        memory = fip.memory
-        memory.build(model, self.x)
-        self._check_labels(memory)
-        fip.bind(model)
-        if _read_int(memory.anchor_task) != self.task_id:
-            memory.consolidate(model, batch_size=self.batch_size)
-            memory.anchor_task.assign(self.task_id)
-        if fip.traced_without_memory:
-            # The step was traced before the memory existed: trace again.
+        optimizer = self._optimizer(model)
+        self._check_labels(model)
+        optimizer.begin_task(model, self.task_id, self.x, self.y)
+        if optimizer.traced_without_memory:
+            # The step was traced before the state it needs existed.
             if getattr(model, "train_function", None) is not None:
                 model.make_train_function(force=True)
-            fip.traced_without_memory = False
+            optimizer.traced_without_memory = False
 
     def on_epoch_end(self, epoch, logs=None):
-        memory = self._optimizer(self.model).memory
-        memory.shuffle(salt=epoch + 1)
+        self._optimizer(self.model).end_epoch(epoch)
 
     def on_train_end(self, logs=None):
         model = self.model
-        memory = self._optimizer(model).memory
-        if _read_int(memory.committed_task) != self.task_id:
-            memory.add(self.x, self.y, task_id=self.task_id)
-            memory.consolidate(model, batch_size=self.batch_size)
-            memory.committed_task.assign(self.task_id)
+        self._optimizer(model).end_task(model, self.task_id, self.x, self.y)
