@@ -5,6 +5,7 @@ learning systems by traversing functionally invariant paths", Nature Machine
 Intelligence 2024 (arXiv 2205.00334).
 """
 
+from keras_fip import baselines
 from keras_fip import callbacks
 from keras_fip import continual_metrics
 from keras_fip import datasets
@@ -21,6 +22,7 @@ __all__ = [
     "Memory",
     "StreamResult",
     "__version__",
+    "baselines",
     "callbacks",
     "continual_metrics",
     "datasets",
