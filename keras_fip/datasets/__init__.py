@@ -3,6 +3,19 @@
 from keras_fip.datasets.digits import permuted_digits
 from keras_fip.datasets.digits import split_digits
 from keras_fip.datasets.task_stream import Task
+from keras_fip.datasets.keras_datasets import split_cifar100
+from keras_fip.datasets.keras_datasets import split_fashion_mnist
+from keras_fip.datasets.keras_datasets import split_mnist
 from keras_fip.datasets.task_stream import TaskStream
+from keras_fip.datasets.wordnet import split_wordnet
 
-__all__ = ["Task", "TaskStream", "permuted_digits", "split_digits"]
+__all__ = [
+    "Task",
+    "TaskStream",
+    "permuted_digits",
+    "split_cifar100",
+    "split_digits",
+    "split_fashion_mnist",
+    "split_mnist",
+    "split_wordnet",
+]
