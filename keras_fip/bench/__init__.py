@@ -1,0 +1,1 @@
+"""`keras-fip bench`: continual-learning methods × streams × seeds."""

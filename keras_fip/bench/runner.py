@@ -1,0 +1,50 @@
+"""One benchmark run: a method on a stream with a seed."""
+
+import time
+
+import keras
+import numpy as np
+
+import keras_fip
+from keras_fip.bench.registry import METHODS
+from keras_fip.bench.registry import STREAMS
+
+
+def run(stream_name, stream, method, seed, epochs):
+    """Trains `method` on `stream` and returns the run's record.
+
+    Returns:
+        A dict with the accuracy matrix (one row after joint training,
+        one per task otherwise), its metrics and the wall time.
+    """
+    spec = STREAMS[stream_name]
+    keras.utils.set_random_seed(seed)
+    model = spec.model(stream)
+    inner = keras.optimizers.Adam(spec.learning_rate)
+    model.compile(
+        optimizer=METHODS[method](inner, stream, seed),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    start = time.time()
+    if method == "joint":
+        x, y = stream.joint()
+        model.fit(x, y, epochs=epochs, batch_size=spec.batch_size, verbose=0)
+        evaluator = keras_fip.callbacks.AccuracyMatrix(stream)
+        evaluator.set_model(model)
+        matrix = np.array([evaluator.evaluate()])
+        summary = {"average_accuracy": float(matrix[-1].mean()),
+                   "forgetting": None, "backward_transfer": None}
+    else:
+        result = keras_fip.fit_stream(model, stream, epochs=epochs,
+                                      batch_size=spec.batch_size, verbose=0)
+        matrix = result.matrix
+        summary = result.summary()
+    return {
+        "stream": stream_name,
+        "method": method,
+        "seed": seed,
+        "epochs_per_task": epochs,
+        "matrix": matrix.tolist(),
+        "seconds": time.time() - start,
+        **summary,
+    }
