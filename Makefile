@@ -7,7 +7,7 @@ BACKENDS := tensorflow jax torch
 # The Keras torch backend is ~70x slower on small machines without this.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: demo test benchmark install clean
+.PHONY: demo test benchmark bench install clean
 
 install: $(STAMP)
 
@@ -38,6 +38,9 @@ benchmark: $(STAMP)
 	@set -e; for backend in $(BACKENDS); do \
 	  KERAS_BACKEND=$$backend $(PY) examples/benchmark_step_time.py; \
 	done
+
+bench: $(STAMP)
+	$(VENV)/bin/keras-fip bench
 
 clean:
 	rm -rf $(VENV) results
