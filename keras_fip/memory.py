@@ -24,6 +24,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_fip.memory_selection import class_balanced_keep
+from keras_fip.memory_selection import reservoir_keep
+
 
 def _flatten(x):
     """`(keys, leaves)` of an input: one array, or a flat dict of arrays."""
@@ -283,11 +286,13 @@ class Memory:
         rng = np.random.default_rng([self.seed, num_adds, n, int(task_id)])
         new_tasks = np.full((n,), int(task_id), "int64")
         if y is None:
-            keep_old, keep_new = self._reservoir(n, num_adds, rng)
+            keep_old, keep_new = reservoir_keep(
+                self.size, n, num_adds, self.capacity, rng)
             new_labels = np.full((n,), -1, "int64")
         else:
             new_labels = _labels_as_ints(y, n)
-            keep_old, keep_new = self._balanced(labels, new_labels, rng)
+            keep_old, keep_new = class_balanced_keep(
+                labels, new_labels, self.capacity, rng)
         merged = [
             np.concatenate([old[keep_old], new[keep_new]])
             for old, new in zip(old_leaves, leaves)
@@ -301,49 +306,6 @@ class Memory:
         self._write(merged, merged_labels, merged_tasks, merged_anchors,
                     merged_flags)
         self.num_seen.assign(num_adds + n)
-
-    def _balanced(self, old_labels, new_labels, rng):
-        classes = np.union1d(old_labels, new_labels)
-        available = {
-            c: (np.flatnonzero(old_labels == c), np.flatnonzero(new_labels == c))
-            for c in classes
-        }
-        demand = {c: len(o) + len(nw) for c, (o, nw) in available.items()}
-        quota = dict.fromkeys(classes, 0)
-        free = self.capacity
-        open_classes = [c for c in classes if demand[c] > 0]
-        while free > 0 and open_classes:
-            share, extra = divmod(free, len(open_classes))
-            for i, c in enumerate(open_classes):
-                take = min(share + (1 if i < extra else 0), demand[c] - quota[c])
-                quota[c] += take
-                free -= take
-            open_classes = [c for c in open_classes if quota[c] < demand[c]]
-        keep_old, keep_new = [], []
-        for c in classes:
-            old, new = available[c]
-            kept_old = old[: quota[c]]
-            need = quota[c] - len(kept_old)
-            keep_old.append(kept_old)
-            keep_new.append(np.sort(rng.permutation(new)[:need]))
-        return np.concatenate(keep_old).astype(int), np.concatenate(
-            keep_new
-        ).astype(int)
-
-    def _reservoir(self, n, num_seen, rng):
-        slots = list(range(self.size))  # slot -> ("old", index) or new index
-        owner = [("old", i) for i in slots]
-        for i in range(n):
-            seen = num_seen + i
-            if len(owner) < self.capacity:
-                owner.append(("new", i))
-            else:
-                j = int(rng.integers(0, seen + 1))
-                if j < self.capacity:
-                    owner[j] = ("new", i)
-        keep_old = np.array([i for k, i in owner if k == "old"], int)
-        keep_new = np.array([i for k, i in owner if k == "new"], int)
-        return keep_old, keep_new
 
     def clear(self):
         """Empties the memory (its shapes stay)."""

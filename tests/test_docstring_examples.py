@@ -8,12 +8,14 @@ import pytest
 import keras_fip
 from keras_fip import continual_metrics
 from keras_fip import distances
+from keras_fip import memory_selection
 
 EXAMPLES = {
     "FIPOptimizer": keras_fip.FIPOptimizer,
     "Memory": keras_fip.Memory,
     "distances": distances,
     "continual_metrics": continual_metrics,
+    "class_balanced_keep": memory_selection.class_balanced_keep,
 }
 
 
