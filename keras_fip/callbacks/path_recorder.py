@@ -89,7 +89,8 @@ class PathRecorder(keras.callbacks.Callback):
         if fip is None or not fip.memory.is_active:
             return float("nan")
         inputs, _, _, anchors = fip.memory.stored()
-        outputs = predict_outputs(model, inputs, self.batch_size)
+        outputs = predict_outputs(model, inputs, self.batch_size,
+                                  preprocess=False)
         per_sample = distances.get(fip.distance)(
             outputs, anchors, from_logits=fip.from_logits
         )

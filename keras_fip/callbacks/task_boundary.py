@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 from keras_fip.evaluation import find_continual_optimizer
+from keras_fip.evaluation import model_inputs
 from keras_fip.evaluation import predict_outputs
 
 
@@ -21,9 +22,13 @@ class TaskBoundary(keras.callbacks.Callback):
     existing anchor. Weight-space methods (EWC, SI) consolidate their
     importance at the end of the task instead.
 
+    `x` is what `fit` is given: for a KerasHub task model with a
+    `preprocessor` (raw strings, images) the memory stores the preprocessed
+    features the model's forward pass takes.
+
     Args:
         task_id: integer id of the task being trained (0, 1, ...).
-        x: the task's training inputs (array or dict of arrays).
+        x: the task's training inputs, as passed to `fit`.
         y: the task's integer labels, or `None` for a reservoir memory.
 
     Example:
@@ -45,6 +50,13 @@ class TaskBoundary(keras.callbacks.Callback):
         self.task_id = int(task_id)
         self.x = x
         self.y = y
+        self._features = None
+
+    def _inputs(self, model):
+        """The task's inputs as the model's forward pass takes them."""
+        if self._features is None:
+            self._features = model_inputs(model, self.x)
+        return self._features
 
     def _optimizer(self, model):
         optimizer = find_continual_optimizer(getattr(model, "optimizer", None))
@@ -64,13 +76,13 @@ class TaskBoundary(keras.callbacks.Callback):
         y = np.asarray(self.y)
         if (y.ndim == 2 and y.shape[1] > 1) or y.size == 0:
             return  # one-hot: the loss checks the width
-        x = self.x
+        x = self._inputs(model)
         probe = (
             {k: np.asarray(v)[:1] for k, v in x.items()}
             if isinstance(x, dict)
             else np.asarray(x)[:1]
         )
-        shape = predict_outputs(model, probe).shape
+        shape = predict_outputs(model, probe, preprocess=False).shape
         if len(shape) != 2:
             return
         head = shape[1]
@@ -88,7 +100,7 @@ class TaskBoundary(keras.callbacks.Callback):
         model = self.model
         optimizer = self._optimizer(model)
         self._check_labels(model)
-        optimizer.begin_task(model, self.task_id, self.x, self.y)
+        optimizer.begin_task(model, self.task_id, self._inputs(model), self.y)
         if optimizer.traced_without_memory:
             # The step was traced before the state it needs existed.
             if getattr(model, "train_function", None) is not None:
@@ -100,4 +112,5 @@ class TaskBoundary(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         model = self.model
-        self._optimizer(model).end_task(model, self.task_id, self.x, self.y)
+        self._optimizer(model).end_task(
+            model, self.task_id, self._inputs(model), self.y)
