@@ -6,6 +6,7 @@ import textwrap
 import pytest
 
 import keras_fip
+from keras_fip import baselines
 from keras_fip import continual_metrics
 from keras_fip import distances
 from keras_fip import memory_selection
@@ -16,6 +17,7 @@ EXAMPLES = {
     "distances": distances,
     "continual_metrics": continual_metrics,
     "class_balanced_keep": memory_selection.class_balanced_keep,
+    **{name: getattr(baselines, name) for name in baselines.__all__},
 }
 
 

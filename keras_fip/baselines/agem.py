@@ -29,6 +29,7 @@ class AGEMOptimizer(MemoryOptimizer):
     Example:
 
     ```python
+    import keras, keras_fip
     opt = keras_fip.baselines.AGEMOptimizer(keras.optimizers.Adam(1e-3))
     ```
     """

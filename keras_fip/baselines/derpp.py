@@ -30,6 +30,7 @@ class DERPPOptimizer(MemoryOptimizer):
     Example:
 
     ```python
+    import keras, keras_fip
     opt = keras_fip.baselines.DERPPOptimizer(keras.optimizers.Adam(1e-3))
     ```
     """

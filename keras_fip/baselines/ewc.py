@@ -33,6 +33,7 @@ class EWCOptimizer(QuadraticPenaltyOptimizer):
     Example:
 
     ```python
+    import keras, keras_fip
     opt = keras_fip.baselines.EWCOptimizer(keras.optimizers.Adam(1e-3))
     ```
     """

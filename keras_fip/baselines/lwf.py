@@ -32,6 +32,7 @@ class LwFOptimizer(MemoryOptimizer):
     Example:
 
     ```python
+    import keras, keras_fip
     opt = keras_fip.baselines.LwFOptimizer(keras.optimizers.Adam(1e-3))
     ```
     """

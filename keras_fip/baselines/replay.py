@@ -28,6 +28,7 @@ class ReplayOptimizer(MemoryOptimizer):
     Example:
 
     ```python
+    import keras, keras_fip
     opt = keras_fip.baselines.ReplayOptimizer(keras.optimizers.Adam(1e-3))
     ```
     """

@@ -28,6 +28,7 @@ class SIOptimizer(QuadraticPenaltyOptimizer):
     Example:
 
     ```python
+    import keras, keras_fip
     opt = keras_fip.baselines.SIOptimizer(keras.optimizers.Adam(1e-3))
     ```
     """
