@@ -9,6 +9,8 @@ host-side hooks `begin_task`, `end_epoch` and `end_task`. Its own state
 JAX threads it through `stateless_apply` and `.keras` files keep it.
 """
 
+import math
+
 import keras
 from keras import ops
 
@@ -17,8 +19,6 @@ from keras_fip import backend as fip_backend
 
 def _check_number(name, value, allow_none=False, positive=False):
     """Validates a finite hyper-parameter; returns it as a float."""
-    import math
-
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -62,10 +62,42 @@ def predict_outputs(model, x, batch_size=256, preprocess=True):
     return np.concatenate(outputs)
 
 
-def accuracy(model, x, y, batch_size=256):
+def accuracy(model, x, y, batch_size=256, preprocess=True):
     """Top-1 accuracy of `model` on `(x, y)`, labels as class ids."""
-    predictions = np.argmax(predict_outputs(model, x, batch_size), axis=-1)
+    predictions = np.argmax(
+        predict_outputs(model, x, batch_size, preprocess=preprocess), axis=-1
+    )
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] > 1:
         y = np.argmax(y, axis=-1)
     return float(np.mean(predictions == y.reshape(-1)))
+
+
+class EvalSets:
+    """Evaluation `(x, y)` pairs, preprocessed once for the model that uses them.
+
+    A KerasHub model's `preprocessor` (tokenizing text, resizing images) is
+    applied the first time a model evaluates the sets, not at every epoch.
+    """
+
+    def __init__(self, eval_data):
+        if hasattr(eval_data, "test_sets"):
+            eval_data = eval_data.test_sets()
+        self.pairs = list(eval_data)
+        self._model = None
+        self._features = None
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def accuracies(self, model, tasks=None, batch_size=256):
+        """Accuracy of `model` on each task in `tasks` (default: all)."""
+        if self._model is not model:
+            self._features = [model_inputs(model, x) for x, _ in self.pairs]
+            self._model = model
+        tasks = range(len(self.pairs)) if tasks is None else tasks
+        return [
+            accuracy(model, self._features[k], self.pairs[k][1],
+                     batch_size=batch_size, preprocess=False)
+            for k in tasks
+        ]

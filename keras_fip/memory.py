@@ -269,11 +269,9 @@ class Memory:
         self._require_built("add samples to")
         leaves = self._check_inputs(x)
         n = _num_samples(leaves)
-        _, labels, tasks, anchors = self.stored()
+        stored_inputs, labels, tasks, anchors = self.stored()
         flags = ops.convert_to_numpy(self.anchored)[: self.size]
-        old_leaves = [
-            ops.convert_to_numpy(v)[: self.size] for v in self._input_variables
-        ]
+        old_leaves = _flatten(stored_inputs)[1]
         labelled_before = self.size > 0 and labels.min() >= 0
         if self.size > 0 and (y is None) == labelled_before:
             raise ValueError(

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from keras_fip.evaluation import accuracy
+from keras_fip.evaluation import EvalSets
 
 
 class AccuracyMatrix(keras.callbacks.Callback):
@@ -34,12 +34,10 @@ class AccuracyMatrix(keras.callbacks.Callback):
 
     def __init__(self, eval_data, batch_size=256, every_n_epochs=1):
         super().__init__()
-        if hasattr(eval_data, "test_sets"):
-            eval_data = eval_data.test_sets()
-        eval_data = list(eval_data)
-        if not eval_data:
+        self._sets = EvalSets(eval_data)
+        if not len(self._sets):
             raise ValueError("AccuracyMatrix needs at least one task to test.")
-        self.eval_data = eval_data
+        self.eval_data = self._sets.pairs
         self.batch_size = batch_size
         self.every_n_epochs = every_n_epochs
         self.rows = []
@@ -53,12 +51,7 @@ class AccuracyMatrix(keras.callbacks.Callback):
 
     def evaluate(self, tasks=None):
         """Accuracies of the current model on `tasks` (default: all)."""
-        model = self.model
-        tasks = range(len(self.eval_data)) if tasks is None else tasks
-        return [
-            accuracy(model, *self.eval_data[k], batch_size=self.batch_size)
-            for k in tasks
-        ]
+        return self._sets.accuracies(self.model, tasks, self.batch_size)
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.every_n_epochs or (epoch + 1) % self.every_n_epochs:

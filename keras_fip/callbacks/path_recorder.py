@@ -5,7 +5,7 @@ import numpy as np
 from keras import ops
 
 from keras_fip import distances
-from keras_fip.evaluation import accuracy
+from keras_fip.evaluation import EvalSets
 from keras_fip.evaluation import find_continual_optimizer
 from keras_fip.evaluation import predict_outputs
 
@@ -65,11 +65,10 @@ class PathRecorder(keras.callbacks.Callback):
                 raise ValueError(
                     f"`{name}` must be a positive integer or None; got {value!r}."
                 )
-        if eval_data is not None and hasattr(eval_data, "test_sets"):
-            eval_data = eval_data.test_sets()
         self.every_n_steps = every_n_steps
         self.every_n_epochs = every_n_epochs
-        self.eval_data = list(eval_data) if eval_data is not None else []
+        self._sets = EvalSets(eval_data if eval_data is not None else [])
+        self.eval_data = self._sets.pairs
         self.keep_weights = keep_weights
         self.batch_size = batch_size
         self.records = []
@@ -111,10 +110,7 @@ class PathRecorder(keras.callbacks.Callback):
             "distance": float(np.linalg.norm(w - self._start)),
             "length": self._length,
             "drift": self._drift(model),
-            "accuracy": [
-                accuracy(model, x, y, batch_size=self.batch_size)
-                for x, y in self.eval_data
-            ],
+            "accuracy": self._sets.accuracies(model, None, self.batch_size),
         }
         self.records.append(entry)
         if self.keep_weights:
