@@ -126,3 +126,40 @@ def test_first_task_without_boundary_then_with_one_retraces():
     model.fit(*task1, epochs=1, verbose=0,
               callbacks=[keras_fip.callbacks.TaskBoundary(1, *task1)])
     assert float(ops.convert_to_numpy(fip.invariance_loss)) != 0.0
+
+
+def test_remember_task_anchors_a_network_trained_before_fip():
+    task0, task1 = toy_tasks()
+    model = _model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=sparse_ce())
+    model.fit(*task0, epochs=20, verbose=0)  # trained without keras_fip
+    finetuned = keras.models.clone_model(model)
+    finetuned.set_weights(model.get_weights())
+    fip = compile_fip(model, inner=keras.optimizers.Adam(1e-2))
+    keras_fip.callbacks.remember_task(model, 0, *task0)
+    inputs, labels, tasks, anchors = fip.memory.stored()
+    assert len(labels) == len(task0[1]) and (tasks == 0).all()
+    # Anchored to the network as it is now, before any FIP step.
+    np.testing.assert_allclose(anchors, ops.convert_to_numpy(model(inputs)),
+                               rtol=1e-5, atol=1e-5)
+    model.fit(*task1, epochs=20, verbose=0,
+              callbacks=[keras_fip.callbacks.TaskBoundary(1, *task1)])
+    assert float(ops.convert_to_numpy(fip.invariance_loss)) != 0.0
+    finetuned.compile(optimizer=keras.optimizers.Adam(1e-2), loss=sparse_ce())
+    finetuned.fit(*task1, epochs=20, verbose=0)
+    def drift(network):  # probability movement on task 0's inputs
+        now = ops.convert_to_numpy(ops.softmax(network(inputs)))
+        return np.abs(now - ops.convert_to_numpy(ops.softmax(anchors))).mean()
+
+    assert drift(model) < 0.5 * drift(finetuned), (drift(model),
+                                                   drift(finetuned))
+    assert keras_fip.evaluation.accuracy(model, *task0) >= (
+        keras_fip.evaluation.accuracy(finetuned, *task0))
+
+
+def test_remember_task_needs_a_continual_optimizer():
+    task0, _ = toy_tasks()
+    model = _model()
+    model.compile(optimizer="adam", loss=sparse_ce())
+    with pytest.raises(ValueError, match="Compile with optimizer=keras_fip"):
+        keras_fip.callbacks.remember_task(model, 0, *task0)

@@ -101,6 +101,20 @@ def test_wordnet_parser_and_stream_on_a_small_file(tmp_path):
     with pytest.raises(ValueError, match="glosses of noun.animal"):
         wordnet.split_wordnet(categories=(("noun.animal", "noun.plant"),),
                               train_per_class=10, path=str(path))
+    with pytest.raises(ValueError, match="train_per_class"):
+        wordnet.split_wordnet_text(train_per_class=0, path=str(path))
+    text = wordnet.split_wordnet_text(
+        categories=(("noun.animal", "noun.plant"), ("noun.food", "noun.artifact")),
+        train_per_class=4, test_per_class=2, path=str(path))
+    # The same glosses and labels, as strings for a model's own tokenizer.
+    assert text[0].x_train.dtype.kind == "U"
+    assert text[1].x_train[0].startswith("a ") and text[1].classes == (2, 3)
+    for raw, ids in zip(text, stream):
+        np.testing.assert_array_equal(raw.y_train, ids.y_train)
+        vocabulary = wordnet.Vocabulary(
+            [t for task in text for t in task.x_train])
+        assert all(len(wordnet.tokenize(t)) > 3 for t in raw.x_test)
+        assert vocabulary.encode(raw.x_train[:1]).shape == (1, 32)
 
 
 def test_wordnet_missing_file_is_explained(tmp_path):

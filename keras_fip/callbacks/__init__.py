@@ -3,5 +3,6 @@
 from keras_fip.callbacks.accuracy_matrix import AccuracyMatrix
 from keras_fip.callbacks.path_recorder import PathRecorder
 from keras_fip.callbacks.task_boundary import TaskBoundary
+from keras_fip.callbacks.task_boundary import remember_task
 
-__all__ = ["AccuracyMatrix", "PathRecorder", "TaskBoundary"]
+__all__ = ["AccuracyMatrix", "PathRecorder", "TaskBoundary", "remember_task"]

@@ -114,3 +114,39 @@ class TaskBoundary(keras.callbacks.Callback):
         model = self.model
         self._optimizer(model).end_task(
             model, self.task_id, self._inputs(model), self.y)
+
+
+def remember_task(model, task_id, x, y=None):
+    """Records a task the model already knows, without training on it.
+
+    For a network trained before it was compiled with a keras_fip continual
+    optimizer (a fine-tuned KerasHub checkpoint, a model loaded from disk):
+    the task's samples join the optimizer's memory and are anchored to the
+    network as it is now (FIP and the replay methods), or its weight
+    importance is consolidated (EWC, SI), exactly as if `fit` with a
+    `TaskBoundary(task_id, x, y)` had just ended. The next task's `fit`
+    with `TaskBoundary(task_id + 1, ...)` then keeps this one.
+
+    Args:
+        model: a model compiled with a keras_fip continual optimizer.
+        task_id: the id the known task gets (0, 1, ...).
+        x: the task's inputs, as `fit` would take them (raw text for a
+            KerasHub model with its preprocessor).
+        y: the task's integer labels, or `None` for a reservoir memory.
+
+    Example:
+
+    ```python
+    model.compile(optimizer=keras_fip.FIPOptimizer(keras.optimizers.Adam()),
+                  loss="sparse_categorical_crossentropy")
+    keras_fip.callbacks.remember_task(model, 0, x_a, y_a)
+    model.fit(x_b, y_b, callbacks=[keras_fip.callbacks.TaskBoundary(1, x_b, y_b)])
+    ```
+    """
+    boundary = TaskBoundary(task_id, x, y)
+    boundary.set_model(model)
+    optimizer = boundary._optimizer(model)
+    boundary._check_labels(model)
+    features = boundary._inputs(model)
+    optimizer.begin_task(model, boundary.task_id, features, y)
+    optimizer.end_task(model, boundary.task_id, features, y)

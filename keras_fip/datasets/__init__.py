@@ -8,6 +8,7 @@ from keras_fip.datasets.keras_datasets import split_fashion_mnist
 from keras_fip.datasets.keras_datasets import split_mnist
 from keras_fip.datasets.task_stream import TaskStream
 from keras_fip.datasets.wordnet import split_wordnet
+from keras_fip.datasets.wordnet import split_wordnet_text
 
 __all__ = [
     "Task",
@@ -18,4 +19,5 @@ __all__ = [
     "split_fashion_mnist",
     "split_mnist",
     "split_wordnet",
+    "split_wordnet_text",
 ]

@@ -83,6 +83,52 @@ class Vocabulary:
         return out
 
 
+def sample_glosses(categories=DEFAULT_CATEGORIES, train_per_class=400,
+                   test_per_class=100, seed=0, path=WORDNET_NOUNS):
+    """Draws the glosses of each category, labelled in task order.
+
+    Returns:
+        `(train, test)`: lists of `(gloss, label)`; label k is the k-th
+        category of `categories` flattened.
+    """
+    for name, value in (("train_per_class", train_per_class),
+                        ("test_per_class", test_per_class)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                or value < 1:
+            raise ValueError(f"`{name}` must be an integer >= 1; got {value!r}.")
+    glosses = read_glosses(path)
+    order = [c for task in categories for c in task]
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for label, category in enumerate(order):
+        texts = glosses.get(category, [])
+        need = train_per_class + test_per_class
+        if len(texts) < need:
+            raise ValueError(
+                f"WordNet has {len(texts)} glosses of {category}; "
+                f"{need} are needed. Lower train_per_class/test_per_class."
+            )
+        picked = [texts[i] for i in rng.permutation(len(texts))[:need]]
+        train += [(t, label) for t in picked[:train_per_class]]
+        test += [(t, label) for t in picked[train_per_class:]]
+    return train, test
+
+
+def _stream(categories, x, y, xt, yt, name):
+    groups = [tuple(range(2 * i, 2 * i + len(task)))
+              for i, task in enumerate(categories)]
+    stream = TaskStream.split_by_class(x, y, xt, yt, classes_per_task=groups,
+                                       name=name)
+    for task, names in zip(stream, categories):
+        task.name = name + "/" + "-".join(n.split(".")[1] for n in names)
+    stream.categories = [c for task in categories for c in task]
+    return stream
+
+
+def _labels(pairs):
+    return np.array([label for _, label in pairs], "int32")
+
+
 def split_wordnet(categories=DEFAULT_CATEGORIES, train_per_class=400,
                   test_per_class=100, sequence_length=32, max_words=5000,
                   seed=0, path=WORDNET_NOUNS):
@@ -100,32 +146,35 @@ def split_wordnet(categories=DEFAULT_CATEGORIES, train_per_class=400,
         A `TaskStream` of int32 token ids; label k is the k-th category in
         task order. `stream.vocabulary_size` and `stream.categories` are set.
     """
-    glosses = read_glosses(path)
-    order = [c for task in categories for c in task]
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for label, category in enumerate(order):
-        texts = glosses.get(category, [])
-        need = train_per_class + test_per_class
-        if len(texts) < need:
-            raise ValueError(
-                f"WordNet has {len(texts)} glosses of {category}; "
-                f"{need} are needed. Lower train_per_class/test_per_class."
-            )
-        picked = [texts[i] for i in rng.permutation(len(texts))[:need]]
-        train += [(t, label) for t in picked[:train_per_class]]
-        test += [(t, label) for t in picked[train_per_class:]]
+    train, test = sample_glosses(categories, train_per_class, test_per_class,
+                                 seed, path)
     vocabulary = Vocabulary([t for t, _ in train], max_words=max_words)
     x = vocabulary.encode([t for t, _ in train], sequence_length)
     xt = vocabulary.encode([t for t, _ in test], sequence_length)
-    y = np.array([label for _, label in train], "int32")
-    yt = np.array([label for _, label in test], "int32")
-    groups = [tuple(range(2 * i, 2 * i + len(task)))
-              for i, task in enumerate(categories)]
-    stream = TaskStream.split_by_class(x, y, xt, yt, classes_per_task=groups,
-                                       name="split_wordnet")
-    for task, names in zip(stream, categories):
-        task.name = "split_wordnet/" + "-".join(n.split(".")[1] for n in names)
+    stream = _stream(categories, x, _labels(train), xt, _labels(test),
+                     "split_wordnet")
     stream.vocabulary_size = len(vocabulary)
-    stream.categories = order
     return stream
+
+
+def split_wordnet_text(categories=DEFAULT_CATEGORIES, train_per_class=400,
+                       test_per_class=100, seed=0, path=WORDNET_NOUNS):
+    """Split-WordNet as raw glosses, for models with their own tokenizer.
+
+    The same glosses and labels as `split_wordnet` with the same arguments,
+    as NumPy string arrays: what a KerasHub text classifier with its
+    preprocessor attached takes in `fit`.
+
+    Example:
+
+    ```python
+    stream = keras_fip.datasets.split_wordnet_text(train_per_class=50)
+    stream[0].x_train[:2]  # two definitions of animals or plants
+    ```
+    """
+    train, test = sample_glosses(categories, train_per_class, test_per_class,
+                                 seed, path)
+    x = np.array([t for t, _ in train])
+    xt = np.array([t for t, _ in test])
+    return _stream(categories, x, _labels(train), xt, _labels(test),
+                   "split_wordnet_text")
