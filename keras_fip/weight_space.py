@@ -1,0 +1,140 @@
+"""Where in weight space an adaptation went: per-layer ΔW size and rank.
+
+The paper compares FIP with LoRA by the weight change ΔW = W − W₀ of each
+adapted matrix (attention query and value): its relative size
+‖ΔW‖_F / ‖W₀‖_F and its numerical rank. LoRA's ΔW is low rank by
+construction; an FIP step is not restricted to a subspace.
+
+For a Keras layer with LoRA enabled the effective kernel is
+W₀ + (α / r) · A B, where A has the kernel's shape with its last axis
+replaced by r (a `Dense` kernel `(d_in, d_out)` gives the usual rank-r
+product; an `EinsumDense` kernel `(d_in, heads, head_dim)` gives rank ≤ r
+*per head*, so ΔW viewed as a `d_in × (heads · head_dim)` matrix can reach
+rank heads · r). ΔW is computed here in float64 from the factors, so the
+rank is not inflated by float32 rounding.
+
+Example:
+
+```python
+before = keras_fip.weight_space.kernel_snapshot(model)
+model.fit(x_new, y_new)
+for row in keras_fip.weight_space.weight_changes(model, before):
+    print(row["layer"], row["relative_change"], row["rank"])
+```
+"""
+
+import numpy as np
+from keras import ops
+
+ATTENTION_LAYER_NAMES = ("query", "value", "query_dense", "value_dense")
+
+
+def _kernel_layers(model, layer_names):
+    layers = [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if layer.name in layer_names and hasattr(layer, "_kernel")
+    ]
+    if not layers:
+        raise ValueError(
+            f"{model.name} has no layer with a kernel named one of "
+            f"{tuple(layer_names)}. Pass `layer_names` that match layer "
+            "names of the model (for example 'query', 'value')."
+        )
+    return layers
+
+
+def _name(layer):
+    return layer._kernel.path.rsplit("/", 1)[0]
+
+
+def _as_matrix(kernel):
+    """A kernel as a (input features) × (everything else) matrix."""
+    return kernel.reshape(kernel.shape[0], -1)
+
+
+def _lora_delta(layer):
+    """(α / r) · A B of a LoRA-enabled layer, in float64, kernel-shaped."""
+    a = ops.convert_to_numpy(layer.lora_kernel_a).astype("float64")
+    b = ops.convert_to_numpy(layer.lora_kernel_b).astype("float64")
+    delta = np.tensordot(a, b, axes=([a.ndim - 1], [0]))
+    return delta * (layer.lora_alpha / layer.lora_rank)
+
+
+def _kernel(layer):
+    """The layer's effective kernel in float64 (LoRA included)."""
+    base = ops.convert_to_numpy(layer._kernel).astype("float64")
+    if getattr(layer, "lora_enabled", False):
+        return base + _lora_delta(layer)
+    return base
+
+
+def kernel_snapshot(model, layer_names=ATTENTION_LAYER_NAMES):
+    """`{layer path: effective kernel}` (float64 NumPy) of the named layers.
+
+    Args:
+        model: a built Keras model (a KerasHub task model, a backbone).
+        layer_names: names of the layers to record; by default the
+            attention query and value projections, the matrices LoRA adapts.
+    """
+    return {_name(layer): _kernel(layer)
+            for layer in _kernel_layers(model, layer_names)}
+
+
+def numerical_rank(matrix, rtol=None):
+    """Number of singular values above `rtol · σ_max`.
+
+    The default `rtol` is NumPy's `matrix_rank` rule for float32 data,
+    `max(m, n) · eps(float32)`: what float32 weights can resolve.
+    """
+    singular = np.linalg.svd(matrix, compute_uv=False)
+    if singular.size == 0 or singular[0] == 0:
+        return 0
+    if rtol is None:
+        rtol = max(matrix.shape) * np.finfo(np.float32).eps
+    return int((singular > rtol * singular[0]).sum())
+
+
+def energy_rank(matrix, fraction=0.9):
+    """Fewest singular directions that hold `fraction` of ‖matrix‖_F²."""
+    energy = np.linalg.svd(matrix, compute_uv=False) ** 2
+    if energy.sum() == 0:
+        return 0
+    cumulative = np.cumsum(energy) / energy.sum()
+    return int(np.searchsorted(cumulative, fraction) + 1)
+
+
+def weight_changes(model, reference, layer_names=ATTENTION_LAYER_NAMES):
+    """Per-layer ‖ΔW‖_F / ‖W₀‖_F and rank of ΔW = W − W₀.
+
+    Args:
+        model: the adapted model.
+        reference: `kernel_snapshot` of the starting point W₀ (the same
+            architecture; LoRA may have been enabled since).
+        layer_names: as in `kernel_snapshot`.
+
+    Returns:
+        A list of dicts, one per layer in model order: `layer`, `shape`
+        (of ΔW as a matrix), `relative_change`, `rank` (`numerical_rank`)
+        and `energy_rank` (90 % of ‖ΔW‖_F²).
+    """
+    rows = []
+    for layer in _kernel_layers(model, layer_names):
+        name = _name(layer)
+        if name not in reference:
+            raise ValueError(
+                f"The reference snapshot has no kernel for {name}; take it "
+                "with kernel_snapshot on the same architecture and "
+                "layer_names."
+            )
+        start = _as_matrix(reference[name])
+        delta = _as_matrix(_kernel(layer)) - start
+        rows.append({
+            "layer": name,
+            "shape": list(delta.shape),
+            "relative_change": float(
+                np.linalg.norm(delta) / max(np.linalg.norm(start), 1e-30)),
+            "rank": numerical_rank(delta),
+            "energy_rank": energy_rank(delta),
+        })
+    return rows
