@@ -163,7 +163,10 @@ def split_wordnet_text(categories=DEFAULT_CATEGORIES, train_per_class=400,
 
     The same glosses and labels as `split_wordnet` with the same arguments,
     as NumPy string arrays: what a KerasHub text classifier with its
-    preprocessor attached takes in `fit`.
+    preprocessor attached takes in `fit`. The training glosses are shuffled
+    (with `seed`): such a model's `fit` turns the arrays into a
+    `tf.data.Dataset` and ignores `shuffle=True`, so class-sorted data would
+    be learned one class after the other.
 
     Example:
 
@@ -174,6 +177,8 @@ def split_wordnet_text(categories=DEFAULT_CATEGORIES, train_per_class=400,
     """
     train, test = sample_glosses(categories, train_per_class, test_per_class,
                                  seed, path)
+    order = np.random.default_rng([seed, 1]).permutation(len(train))
+    train = [train[i] for i in order]
     x = np.array([t for t, _ in train])
     xt = np.array([t for t, _ in test])
     return _stream(categories, x, _labels(train), xt, _labels(test),
