@@ -12,6 +12,7 @@ from keras_fip import datasets
 from keras_fip import distances
 from keras_fip import hub
 from keras_fip import saving
+from keras_fip import sparsity
 from keras_fip import weight_space
 from keras_fip.fip_optimizer import FIPOptimizer
 from keras_fip.memory import Memory
@@ -32,5 +33,6 @@ __all__ = [
     "fit_stream",
     "hub",
     "saving",
+    "sparsity",
     "weight_space",
 ]

@@ -209,8 +209,14 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
             ops.zeros_like(v) if g is None else g
             for g, v in zip(grads, trainable_variables)
         ]
+        # The step count too, so a direction may depend on the step.
+        counter = [
+            (v, value) for v, value in zip(self.inner_optimizer.variables,
+                                           inner_values)
+            if v is self.inner_optimizer.iterations
+        ]
         with keras.StatelessScope(
-            state_mapping=list(zip(own, own_values))
+            state_mapping=list(zip(own, own_values)) + counter
         ) as scope:
             direction = self._direction(grads, list(trainable_variables),
                                         variables)

@@ -14,7 +14,9 @@ quadratic form of g. The direction handed to the inner optimizer is
 
     d = β ∇L(w) + ∇_w Σ_{x ∈ memory batch} D(f(x; w), f(x; w₀)),
 
-∇L being the gradient `model.fit` computed for the new task. With
+∇L being the gradient `model.fit` computed for the new task. With a
+`sparse_target` (`keras_fip.sparsity.SparseTarget`) the pull λ (w − P_s(w))
+toward the magnitude-pruned network is added: the sparsification path. With
 `step_norm=ε`, d is rescaled to global L2 norm ε (`SGD(learning_rate=1.0)`
 then moves exactly ε per step, as the reference sparsification does).
 """
@@ -26,6 +28,7 @@ from keras_fip import distances
 from keras_fip.continual_optimizer import _check_number
 from keras_fip.memory_optimizer import MemoryOptimizer
 from keras_fip.memory_optimizer import global_norm
+from keras_fip.sparsity.sparse_target import SparseTarget
 
 REDUCTIONS = ("sum", "mean")
 
@@ -57,6 +60,9 @@ class FIPOptimizer(MemoryOptimizer):
         memory_batch_size: protected inputs drawn per step.
         step_norm: ε. `None` (default) hands the direction over as it is;
             a number > 0 rescales it to that global L2 norm first.
+        sparse_target: a `keras_fip.sparsity.SparseTarget`: walk toward a
+            magnitude-sparse network (sparsification). Its pull applies
+            from the first step, memory or not (then d = β ∇L + pull).
         name: the optimizer's name.
 
     Example:
@@ -85,10 +91,20 @@ class FIPOptimizer(MemoryOptimizer):
         from_logits=True,
         memory_batch_size=32,
         step_norm=None,
+        sparse_target=None,
         name=None,
         **kwargs,
     ):
         distances.get(distance)
+        if isinstance(sparse_target, dict):
+            sparse_target = keras.saving.deserialize_keras_object(
+                sparse_target)
+        if sparse_target is not None and not isinstance(sparse_target,
+                                                        SparseTarget):
+            raise TypeError(
+                "`sparse_target` must be a keras_fip.sparsity.SparseTarget; "
+                f"got {sparse_target!r}."
+            )
         if reduction not in REDUCTIONS:
             raise ValueError(
                 f"Unknown reduction {reduction!r}. Expected 'sum' (the "
@@ -104,9 +120,12 @@ class FIPOptimizer(MemoryOptimizer):
         self.distance = distance
         self.reduction = reduction
         self.from_logits = bool(from_logits)
+        self.sparse_target = sparse_target
 
     def _build_own(self, var_list):
         super()._build_own(var_list)
+        if self.sparse_target is not None:
+            self.sparse_target.build(self, var_list)
         self._beta = self.add_variable(
             shape=(), dtype="float32", name="beta",
             initializer=keras.initializers.Constant(self._initial_beta),
@@ -146,18 +165,38 @@ class FIPOptimizer(MemoryOptimizer):
             return ops.sum(per_sample)
         return ops.mean(per_sample)
 
+    def _scaled(self, grads):
+        beta = self._beta.value
+        return [ops.cast(beta, g.dtype) * g for g in grads]
+
+    def _normalised(self, direction):
+        """`direction` rescaled to global L2 norm ε (if `step_norm` is set)."""
+        if self._initial_step_norm is None:
+            return direction
+        factor = self._step_norm.value / ops.maximum(
+            global_norm(direction), 1e-12
+        )
+        return [ops.cast(factor, d.dtype) * d for d in direction]
+
     def _combine(self, grads, memory_grads):
         """d = β ∇L + ∇D, rescaled to global norm ε when `step_norm` is set."""
-        beta = self._beta.value
-        direction = [
-            ops.cast(beta, g.dtype) * g + m for g, m in zip(grads, memory_grads)
-        ]
-        if self._initial_step_norm is not None:
-            factor = self._step_norm.value / ops.maximum(
-                global_norm(direction), 1e-12
-            )
-            direction = [ops.cast(factor, d.dtype) * d for d in direction]
-        return direction
+        direction = [g + m for g, m in zip(self._scaled(grads), memory_grads)]
+        if self.sparse_target is not None:
+            return direction  # normalised after the sparse pull
+        return self._normalised(direction)
+
+    def _without_memory(self, grads):
+        if self.sparse_target is None:
+            return super()._without_memory(grads)
+        return self._scaled(grads)
+
+    def _direction(self, grads, values, variables):
+        direction = super()._direction(grads, values, variables)
+        if self.sparse_target is None:
+            return direction
+        direction = self.sparse_target.pull(direction, values, variables,
+                                            self.iterations.value)
+        return self._normalised(direction)
 
     def get_config(self):
         config = super().get_config()
@@ -173,4 +212,7 @@ class FIPOptimizer(MemoryOptimizer):
             from_logits=self.from_logits,
             step_norm=step_norm,
         )
+        if self.sparse_target is not None:
+            config["sparse_target"] = keras.saving.serialize_keras_object(
+                self.sparse_target)
         return config

@@ -102,6 +102,10 @@ class MemoryOptimizer(ContinualOptimizer):
     def _check_outputs(self, shape):
         """Raises if the memory loss cannot use outputs of `shape`."""
 
+    def _without_memory(self, grads):
+        """The direction while the memory is empty: the gradient itself."""
+        return list(grads)
+
     # ------------------------------------------------------------------
     # The step
     # ------------------------------------------------------------------
@@ -119,7 +123,7 @@ class MemoryOptimizer(ContinualOptimizer):
     def _direction(self, grads, values, variables):
         if not self.memory.built:
             self.traced_without_memory = True
-            return grads  # nothing to replay: the inner optimizer's step
+            return self._without_memory(grads)  # nothing to replay
         self._require_model()
         order = self._model_order(variables)
         inputs, anchors, labels = self.memory.next_batch(
@@ -142,7 +146,7 @@ class MemoryOptimizer(ContinualOptimizer):
                                                             memory_grads)
 
         def skip():
-            return ops.zeros((), "float32"), list(grads)
+            return ops.zeros((), "float32"), self._without_memory(grads)
 
         loss, direction = ops.cond(active, replay, skip)
         self.memory_loss.assign(loss)

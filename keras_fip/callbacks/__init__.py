@@ -2,7 +2,14 @@
 
 from keras_fip.callbacks.accuracy_matrix import AccuracyMatrix
 from keras_fip.callbacks.path_recorder import PathRecorder
+from keras_fip.callbacks.pruning_stop import PruningStop
 from keras_fip.callbacks.task_boundary import TaskBoundary
 from keras_fip.callbacks.task_boundary import remember_task
 
-__all__ = ["AccuracyMatrix", "PathRecorder", "TaskBoundary", "remember_task"]
+__all__ = [
+    "AccuracyMatrix",
+    "PathRecorder",
+    "PruningStop",
+    "TaskBoundary",
+    "remember_task",
+]

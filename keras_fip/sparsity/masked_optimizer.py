@@ -1,0 +1,53 @@
+"""`MaskedOptimizer`: fine-tune a pruned network, its zeros kept at zero."""
+
+import keras
+from keras import ops
+
+from keras_fip.continual_optimizer import ContinualOptimizer
+from keras_fip.sparsity.selection import check_patterns
+from keras_fip.sparsity.selection import select
+
+
+@keras.saving.register_keras_serializable(package="keras_fip")
+class MaskedOptimizer(ContinualOptimizer):
+    """Masked fine-tuning: the pruned weights get no update.
+
+    On the chosen variables the gradient is multiplied by the mask
+    m = (w ≠ 0), so weights that are exactly zero (after
+    `keras_fip.sparsity.prune_low_magnitude`) stay exactly zero under any
+    inner optimizer whose update of a weight with zero gradient history is
+    zero (SGD, momentum, Adam, AdamW with decoupled decay, ...). The mask is
+    read from the weights at every step, so there is no state to save.
+
+    Args:
+        inner_optimizer: the optimizer that applies the masked gradient.
+        prune: glob patterns on variable paths of the pruned variables
+            (default: dense and convolution kernels).
+
+    Example:
+
+    ```python
+    keras_fip.sparsity.prune_low_magnitude(model, 0.9)
+    model.compile(optimizer=keras_fip.sparsity.MaskedOptimizer(
+        keras.optimizers.Adam(1e-3)), loss="sparse_categorical_crossentropy")
+    ```
+    """
+
+    def __init__(self, inner_optimizer, prune=None, name=None, **kwargs):
+        super().__init__(inner_optimizer, name=name, **kwargs)
+        self.prune = check_patterns(prune)
+
+    def _build_own(self, var_list):
+        select(var_list, self.prune)  # fail early when nothing matches
+
+    def _direction(self, grads, values, variables):
+        direction = list(grads)
+        for i in select(variables, self.prune):
+            kept = ops.cast(ops.not_equal(values[i], 0), grads[i].dtype)
+            direction[i] = grads[i] * kept
+        return direction
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(prune=list(self.prune) if self.prune else None)
+        return config

@@ -1,0 +1,116 @@
+"""`SparseTarget`: the sparse subspace as FIP's secondary objective.
+
+With `FIPOptimizer(..., sparse_target=SparseTarget(s))` each step's
+direction gets the pull toward the magnitude-pruned network,
+
+    d = β ∇L + ∇D + λ (w − P_s(w)),
+
+on the chosen variables (zero elsewhere), before the optional rescaling to
+global L2 norm ε (`step_norm`): the reference code's sparsification step,
+which walks an FIP (D keeps the outputs on the memory) into the subspace
+where the fraction s of the weights is zero. λ (w − P_s(w)) is λ w on the
+weights below the magnitude threshold and 0 on the others. The threshold is
+recomputed on the schedule's steps; `gap` = ‖w − P_s(w)‖ is kept for a stop
+criterion (`keras_fip.callbacks.PruningStop`), and
+`keras_fip.sparsity.make_pruning_permanent` applies the final hard mask.
+
+Example:
+
+```python
+fip = keras_fip.FIPOptimizer(
+    keras.optimizers.SGD(1.0), step_norm=0.01,
+    sparse_target=keras_fip.sparsity.SparseTarget(0.9, strength=0.1))
+```
+"""
+
+import keras
+from keras import ops
+
+from keras_fip.sparsity import schedules
+from keras_fip.sparsity.magnitude import check_scope
+from keras_fip.sparsity.magnitude import thresholds
+from keras_fip.sparsity.selection import check_patterns
+from keras_fip.sparsity.selection import select
+
+
+@keras.saving.register_keras_serializable(package="keras_fip")
+class SparseTarget:
+    """The pull λ (w − P_s(w)) toward a magnitude-sparse network.
+
+    Args:
+        sparsity: the target sparsity s: a number in [0, 1) (constant) or a
+            `ConstantSparsity` / `PolynomialDecay` schedule over optimizer
+            steps.
+        strength: λ (0.1 in the reference code).
+        prune: glob patterns on variable paths of the variables to prune
+            (default: every trainable `kernel` with 2+ axes: dense,
+            einsum-dense and convolution kernels).
+        scope: 'global' (one magnitude threshold across all pruned
+            variables, the reference code) or 'per_variable' (tfmot).
+    """
+
+    def __init__(self, sparsity, strength=0.1, prune=None, scope="global"):
+        self.schedule = schedules.get(sparsity)
+        if isinstance(strength, bool) or not isinstance(
+                strength, (int, float)) or not strength >= 0:
+            raise ValueError(f"`strength` (λ) must be a number >= 0; got "
+                             f"{strength!r}.")
+        self._initial_strength = float(strength)
+        self.prune = check_patterns(prune)
+        self.scope = check_scope(scope)
+        self.built = False
+
+    def build(self, optimizer, var_list):
+        """Creates the state as `optimizer` variables (saved with it)."""
+        count = len(select(var_list, self.prune))
+        self.strength = optimizer.add_variable(
+            shape=(), dtype="float32", name="sparse_strength",
+            initializer=keras.initializers.Constant(self._initial_strength))
+        self.threshold = optimizer.add_variable(
+            shape=(count,), dtype="float32", name="sparse_threshold")
+        self.sparsity = optimizer.add_variable(
+            shape=(), dtype="float32", name="sparse_sparsity")
+        self.gap = optimizer.add_variable(
+            shape=(), dtype="float32", name="sparse_gap")
+        self.built = True
+
+    def pull(self, direction, values, variables, step):
+        """`direction` plus λ (w − P_s(w)) on the pruned variables."""
+        chosen = select(variables, self.prune)
+        pruned = [values[i] for i in chosen]
+        update = self.schedule.should_update(step)
+        target = self.schedule.sparsity(step)
+        limits = ops.cond(
+            update,
+            lambda: thresholds(pruned, target, self.scope),
+            lambda: self.threshold.value,
+        )
+        self.threshold.assign(limits)
+        self.sparsity.assign(ops.where(update, target, self.sparsity.value))
+        direction = list(direction)
+        strength = self.strength.value
+        squared = ops.zeros((), "float32")
+        for j, (i, w) in enumerate(zip(chosen, pruned)):
+            below = ops.cast(ops.less(ops.abs(w), ops.cast(limits[j], w.dtype)),
+                             w.dtype)
+            residual = w * below  # w − P_s(w)
+            direction[i] = direction[i] + ops.cast(strength, w.dtype) * residual
+            squared = squared + ops.sum(ops.square(
+                ops.cast(residual, "float32")))
+        self.gap.assign(ops.sqrt(squared))
+        return direction
+
+    def get_config(self):
+        strength = self._initial_strength
+        if self.built:
+            strength = float(ops.convert_to_numpy(self.strength))
+        return {
+            "sparsity": keras.saving.serialize_keras_object(self.schedule),
+            "strength": strength,
+            "prune": list(self.prune) if self.prune else None,
+            "scope": self.scope,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

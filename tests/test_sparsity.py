@@ -1,0 +1,184 @@
+"""Sparsification along an FIP: target, schedules, step length, saving."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_fip
+from conftest import make_mlp
+from conftest import sparse_ce
+from conftest import toy_tasks
+from keras_fip import sparsity
+
+JIT = "auto"
+
+
+def _trained_model():
+    (xa, ya), (xb, yb) = toy_tasks(n=128)
+    x, y = np.concatenate([xa, xb]), np.concatenate([ya, yb])
+    model = make_mlp(hidden=(32,), inputs=8, classes=4)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=sparse_ce())
+    model.fit(x, y, epochs=5, verbose=0)
+    return model, x, y
+
+
+def _kernels(model):
+    return [ops.convert_to_numpy(v) for v in model.trainable_variables
+            if v.path.endswith("kernel")]
+
+
+@pytest.mark.parametrize("scope", ["global", "per_variable"])
+def test_target_has_the_requested_sparsity(scope):
+    rng = np.random.default_rng(0)
+    values = [rng.normal(size=(30, 20)).astype("float32"),
+              5 * rng.normal(size=(20, 7)).astype("float32")]
+    limits = ops.convert_to_numpy(sparsity.thresholds(values, 0.7, scope))
+    pruned = [np.abs(v) < t for v, t in zip(values, limits)]
+    if scope == "global":
+        total = sum(v.size for v in values)
+        assert sum(p.sum() for p in pruned) == int(0.7 * total)
+        assert pruned[0].mean() > pruned[1].mean()  # smaller weights go first
+    else:
+        for p, v in zip(pruned, values):
+            assert p.sum() == int(0.7 * v.size)
+    assert (ops.convert_to_numpy(sparsity.thresholds(values, 0.0, scope))
+            == [np.abs(v).min() for v in values]).all() or scope == "global"
+
+
+def test_one_shot_pruning_and_report():
+    model, _, _ = _trained_model()
+    biases = [ops.convert_to_numpy(v) for v in model.trainable_variables
+              if v.path.endswith("bias")]
+    report = sparsity.prune_low_magnitude(model, 0.8)
+    assert report["overall"] == pytest.approx(
+        int(0.8 * report["size"]) / report["size"])
+    assert set(report["variables"]) == {
+        v.path for v in model.trainable_variables if v.path.endswith("kernel")}
+    for v, b in zip([v for v in model.trainable_variables
+                     if v.path.endswith("bias")], biases):
+        np.testing.assert_array_equal(ops.convert_to_numpy(v), b)
+    per = sparsity.prune_low_magnitude(model, 0.9, scope="per_variable")
+    for row in per["variables"].values():
+        assert row["sparsity"] >= 0.9 - 1 / row["size"]
+
+
+def test_sparse_fip_steps_have_length_eps_and_close_the_gap():
+    model, x, y = _trained_model()
+    target = sparsity.SparseTarget(0.8, strength=0.1)
+    fip = keras_fip.FIPOptimizer(
+        keras.optimizers.SGD(learning_rate=1.0), memory=keras_fip.Memory(64),
+        step_norm=0.01, beta=0.0, memory_batch_size=16, sparse_target=target)
+    model.compile(optimizer=fip, loss=sparse_ce(), jit_compile=JIT)
+    keras_fip.callbacks.remember_task(model, 0, x, y)
+    before = [ops.convert_to_numpy(v) for v in model.trainable_variables]
+    model.fit(x[:16], y[:16], batch_size=16, epochs=1, verbose=0,
+              callbacks=[keras_fip.callbacks.TaskBoundary(1, x[:16], y[:16])])
+    after = [ops.convert_to_numpy(v) for v in model.trainable_variables]
+    step = np.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(after, before)))
+    np.testing.assert_allclose(step, 0.01, rtol=1e-3)
+    first_gap = float(ops.convert_to_numpy(target.gap))
+    assert float(ops.convert_to_numpy(fip.invariance_loss)) != 0  # D active
+    model.fit(x, y, batch_size=16, epochs=40, verbose=0,
+              callbacks=[keras_fip.callbacks.TaskBoundary(1, x, y)])
+    assert float(ops.convert_to_numpy(target.gap)) < 0.5 * first_gap
+    assert float(ops.convert_to_numpy(target.sparsity)) == pytest.approx(0.8)
+
+
+def test_pruning_stop_hard_mask_and_saved_zeros(tmp_path):
+    model, x, y = _trained_model()
+    schedule = sparsity.PolynomialDecay(0.0, 0.9, begin_step=0, end_step=40)
+    fip = keras_fip.FIPOptimizer(
+        keras.optimizers.SGD(learning_rate=1.0), memory=keras_fip.Memory(64),
+        step_norm=0.05, memory_batch_size=16,
+        sparse_target=sparsity.SparseTarget(schedule, strength=1.0))
+    model.compile(optimizer=fip, loss=sparse_ce(), jit_compile=JIT)
+    keras_fip.callbacks.remember_task(model, 0, x, y)
+    stop = keras_fip.callbacks.PruningStop(tolerance=0.3)
+    history = model.fit(x, y, batch_size=32, epochs=200, verbose=0,
+                        callbacks=[stop, keras_fip.callbacks.TaskBoundary(
+                            1, x, y)])
+    assert stop.stopped_epoch is not None and stop.stopped_epoch < 199
+    assert history.history["sparse_gap"][-1] < 0.3
+    report = sparsity.make_pruning_permanent(model)
+    assert report["overall"] >= 0.9 - 1 / report["size"]
+    path = str(tmp_path / "sparse.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    zeros = sum(int((k == 0).sum()) for k in _kernels(loaded))
+    assert zeros == report["zeros"]
+    restored = loaded.optimizer.sparse_target
+    assert isinstance(restored.schedule, sparsity.PolynomialDecay)
+    assert restored.schedule.final_sparsity == 0.9
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(restored.threshold),
+        ops.convert_to_numpy(fip.sparse_target.threshold))
+
+
+def test_masked_fine_tuning_keeps_zeros():
+    model, x, y = _trained_model()
+    sparsity.prune_low_magnitude(model, 0.7)
+    zeros = [k == 0 for k in _kernels(model)]
+    before = _kernels(model)
+    model.compile(optimizer=sparsity.MaskedOptimizer(
+        keras.optimizers.Adam(1e-2)), loss=sparse_ce(), jit_compile=JIT)
+    model.fit(x, y, epochs=3, verbose=0)
+    for k, z, b in zip(_kernels(model), zeros, before):
+        assert (k[z] == 0).all()
+        assert not np.allclose(k[~z], b[~z])
+    config = model.optimizer.get_config()
+    clone = sparsity.MaskedOptimizer.from_config(config)
+    assert clone.prune is None
+
+
+def test_schedules_follow_tfmot():
+    poly = sparsity.PolynomialDecay(0.2, 0.8, begin_step=10, end_step=20,
+                                    frequency=5)
+    values = [float(ops.convert_to_numpy(poly.sparsity(t)))
+              for t in (0, 10, 15, 20, 99)]
+    np.testing.assert_allclose(values, [0.2, 0.2, 0.8 - 0.6 * 0.125, 0.8,
+                                        0.8], rtol=1e-6)
+    beats = [bool(ops.convert_to_numpy(poly.should_update(t)))
+             for t in (5, 10, 12, 15, 20)]
+    assert beats == [False, True, False, True, True]
+    again = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(poly))
+    assert again.get_config() == poly.get_config()
+    assert isinstance(sparsity.schedules.get(0.5), sparsity.ConstantSparsity)
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: sparsity.SparseTarget(1.0), ValueError, r"\[0, 1\)"),
+    (lambda: sparsity.SparseTarget(-0.1), ValueError, r"\[0, 1\)"),
+    (lambda: sparsity.SparseTarget("most"), TypeError, "sparsity"),
+    (lambda: sparsity.SparseTarget(0.5, strength=-1), ValueError, "strength"),
+    (lambda: sparsity.SparseTarget(0.5, scope="layer"), ValueError, "scope"),
+    (lambda: sparsity.SparseTarget(0.5, prune=[]), ValueError, "prune"),
+    (lambda: sparsity.PolynomialDecay(0.1, 0.9, begin_step=100, end_step=50),
+     ValueError, "end_step"),
+    (lambda: sparsity.ConstantSparsity(0.5, frequency=0), ValueError,
+     "frequency"),
+    (lambda: sparsity.prune_low_magnitude(make_mlp(), 1.5), ValueError,
+     r"\[0, 1\)"),
+    (lambda: keras_fip.callbacks.PruningStop(0), ValueError, "tolerance"),
+    (lambda: keras_fip.FIPOptimizer(keras.optimizers.SGD(),
+                                    sparse_target=0.9), TypeError,
+     "SparseTarget"),
+])
+def test_bad_settings_are_explained(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_pattern_matching_nothing_is_explained():
+    model, x, y = _trained_model()
+    with pytest.raises(ValueError, match="no variable path matching"):
+        sparsity.prune_low_magnitude(model, 0.5, prune="*conv*")
+    fip = keras_fip.FIPOptimizer(
+        keras.optimizers.SGD(), sparse_target=sparsity.SparseTarget(
+            0.5, prune=["*attention*/kernel"]))
+    model.compile(optimizer=fip, loss=sparse_ce())
+    with pytest.raises(ValueError, match="Nothing to prune"):
+        model.fit(x, y, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="needs `sparsity`"):
+        sparsity.make_pruning_permanent(make_mlp())
