@@ -23,6 +23,8 @@ for row in keras_fip.weight_space.weight_changes(model, before):
 ```
 """
 
+import re
+
 import numpy as np
 from keras import ops
 
@@ -46,6 +48,12 @@ def _kernel_layers(model, layer_names):
 
 def _name(layer):
     return layer._kernel.path.rsplit("/", 1)[0]
+
+
+def _natural(name):
+    """Sort key: 'layer_2' before 'layer_10'."""
+    return [int(part) if part.isdigit() else part
+            for part in re.split(r"(\d+)", name)]
 
 
 def _as_matrix(kernel):
@@ -114,12 +122,14 @@ def weight_changes(model, reference, layer_names=ATTENTION_LAYER_NAMES):
         layer_names: as in `kernel_snapshot`.
 
     Returns:
-        A list of dicts, one per layer in model order: `layer`, `shape`
+        A list of dicts, one per layer in path order: `layer`, `shape`
         (of ΔW as a matrix), `relative_change`, `rank` (`numerical_rank`)
         and `energy_rank` (90 % of ‖ΔW‖_F²).
     """
     rows = []
-    for layer in _kernel_layers(model, layer_names):
+    layers = sorted(_kernel_layers(model, layer_names),
+                    key=lambda layer: _natural(_name(layer)))
+    for layer in layers:
         name = _name(layer)
         if name not in reference:
             raise ValueError(
