@@ -10,6 +10,7 @@ from keras_fip import baselines
 from keras_fip import continual_metrics
 from keras_fip import distances
 from keras_fip import memory_selection
+from keras_fip.sparsity import schedules
 
 EXAMPLES = {
     "FIPOptimizer": keras_fip.FIPOptimizer,
@@ -17,6 +18,7 @@ EXAMPLES = {
     "distances": distances,
     "continual_metrics": continual_metrics,
     "class_balanced_keep": memory_selection.class_balanced_keep,
+    "sparsity.schedules": schedules,
     **{name: getattr(baselines, name) for name in baselines.__all__},
 }
 

@@ -9,6 +9,7 @@ between). Before `begin_step` nothing is pruned.
 Example:
 
 ```python
+import keras_fip
 schedule = keras_fip.sparsity.PolynomialDecay(
     initial_sparsity=0.5, final_sparsity=0.9, begin_step=0, end_step=1000)
 float(schedule.sparsity(500))   # 0.85: s_f + (s_i - s_f)(1 - 0.5)^3
