@@ -38,11 +38,12 @@ class MaskedOptimizer(ContinualOptimizer):
         self.prune = check_patterns(prune)
 
     def _build_own(self, var_list):
-        select(var_list, self.prune)  # fail early when nothing matches
+        # Fails early when nothing matches; the list is fixed once built.
+        self._chosen = select(var_list, self.prune)
 
     def _direction(self, grads, values, variables):
         direction = list(grads)
-        for i in select(variables, self.prune):
+        for i in self._chosen:
             kept = ops.cast(ops.not_equal(values[i], 0), grads[i].dtype)
             direction[i] = grads[i] * kept
         return direction

@@ -47,6 +47,16 @@ class SparseTarget:
             einsum-dense and convolution kernels).
         scope: 'global' (one magnitude threshold across all pruned
             variables, the reference code) or 'per_variable' (tfmot).
+
+    Example:
+
+    ```python
+    target = keras_fip.sparsity.SparseTarget(
+        keras_fip.sparsity.PolynomialDecay(0.0, 0.9, 0, 1000), strength=0.1,
+        prune=["*dense*/kernel"])
+    optimizer = keras_fip.FIPOptimizer(keras.optimizers.SGD(1.0),
+                                       step_norm=0.01, sparse_target=target)
+    ```
     """
 
     def __init__(self, sparsity, strength=0.1, prune=None, scope="global"):
@@ -62,7 +72,9 @@ class SparseTarget:
 
     def build(self, optimizer, var_list):
         """Creates the state as `optimizer` variables (saved with it)."""
-        count = len(select(var_list, self.prune))
+        # The optimizer's variable list is fixed once built: select once.
+        self._chosen = select(var_list, self.prune)
+        count = len(self._chosen)
         self.strength = optimizer.add_variable(
             shape=(), dtype="float32", name="sparse_strength",
             initializer=keras.initializers.Constant(self._initial_strength))
@@ -76,7 +88,7 @@ class SparseTarget:
 
     def pull(self, direction, values, variables, step):
         """`direction` plus λ (w − P_s(w)) on the pruned variables."""
-        chosen = select(variables, self.prune)
+        chosen = self._chosen
         pruned = [values[i] for i in chosen]
         update = self.schedule.should_update(step)
         target = self.schedule.sparsity(step)
