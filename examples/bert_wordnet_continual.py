@@ -92,16 +92,8 @@ def parse_args(argv=None):
 
 def load_minilm(args, num_classes, weights=None):
     """MiniLM + its preprocessor, optionally with `get_weights()` set."""
-    import keras_hub
-
-    path = keras_fip.hub.minilm_preset_path()
-    preprocessor = keras_hub.models.BertTextClassifierPreprocessor.from_preset(
-        path, sequence_length=args.sequence_length)
-    model = keras_hub.models.BertTextClassifier.from_preset(
-        path, num_classes=num_classes, preprocessor=preprocessor)
-    if weights is not None:
-        model.set_weights(weights)
-    return model
+    return keras_fip.hub.minilm_classifier(num_classes, args.sequence_length,
+                                           weights)
 
 
 def compile_for(model, method, args, rank=None):

@@ -37,8 +37,8 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
 
     Subclasses implement `_direction(grads, values, variables)` (values in
     the order of `variables`, the optimizer's trainable variables) and may
-    override `_build_own`, `_extra_variables`, `_after_update` and the task
-    hooks. They never see the batch: what they need from old tasks lives in
+    override `_build_own`, `_extra_variables`, `_after_update`, `_project`
+    and the task hooks. They never see the batch: what they need from old tasks lives in
     their own state.
 
     Args:
@@ -174,6 +174,19 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
     def _has_after_update(self):
         return type(self)._after_update is not ContinualOptimizer._after_update
 
+    def _has_projection(self):
+        """Whether `_project` constrains the weights (off by default)."""
+        return False
+
+    def _project(self, old_values, new_values):
+        """Maps each step's new weights onto a constraint set (e.g. a
+        sparsity mask), given the weights before the step; returns the
+        projected values. Called only when `_has_projection()`."""
+        return new_values
+
+    def _needs_old_values(self):
+        return self._has_after_update() or self._has_projection()
+
     def apply(self, grads, trainable_variables=None):
         if not self.built:
             with keras.name_scope(self.name, caller=self):
@@ -186,13 +199,21 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
         ]
         old = (
             [ops.copy(v.value) for v in variables]
-            if self._has_after_update()
+            if self._needs_old_values()
             else None
         )
         direction = self._direction(grads, [v.value for v in variables],
                                     variables)
         self.inner_optimizer.apply(direction, trainable_variables)
-        if old is not None:
+        if old is None:
+            return
+        if self._has_projection():
+            current = [v.value for v in variables]
+            projected = self._project(old, current)
+            for variable, value, before in zip(variables, projected, current):
+                if value is not before:
+                    variable.assign(value)
+        if self._has_after_update():
             self._after_update(grads, old, [v.value for v in variables])
 
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
@@ -223,6 +244,9 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
             new_trainable, new_inner = self.inner_optimizer.stateless_apply(
                 inner_values, direction, trainable_variables
             )
+            if self._has_projection():
+                new_trainable = self._project(list(trainable_variables),
+                                              list(new_trainable))
             if self._has_after_update():
                 self._after_update(grads, list(trainable_variables),
                                    list(new_trainable))

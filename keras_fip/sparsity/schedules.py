@@ -46,6 +46,11 @@ class PruningSchedule:
     begin_step = 0
     frequency = 1
 
+    @property
+    def final_step(self):
+        """The first step at which the sparsity is `final_sparsity`."""
+        return self.begin_step
+
     def sparsity(self, step):
         """The target sparsity s(step) (a float32 scalar tensor)."""
         raise NotImplementedError
@@ -128,6 +133,10 @@ class PolynomialDecay(PruningSchedule):
                              f"{power!r}.")
         self.power = power
         self.frequency = _check_step("frequency", frequency, minimum=1)
+
+    @property
+    def final_step(self):
+        return self.end_step
 
     def sparsity(self, step):
         span = float(self.end_step - self.begin_step)

@@ -14,6 +14,12 @@ recomputed on the schedule's steps; `gap` = ‖w − P_s(w)‖ is kept for a sto
 criterion (`keras_fip.callbacks.PruningStop`), and
 `keras_fip.sparsity.make_pruning_permanent` applies the final hard mask.
 
+With `hard_mask_step=H` the mask becomes hard at step H instead of at the
+end: the weights below the threshold are set to zero there, and from then
+on the direction is masked and each step is projected back onto the mask,
+so the rest of the path is an FIP *inside* the sparse subspace (D restores
+the outputs the cut moved; the sparsity stays exact).
+
 Example:
 
 ```python
@@ -47,6 +53,10 @@ class SparseTarget:
             einsum-dense and convolution kernels).
         scope: 'global' (one magnitude threshold across all pruned
             variables, the reference code) or 'per_variable' (tfmot).
+        hard_mask_step: `None` (default, the reference code: the pull
+            alone, hard mask only by `make_pruning_permanent`) or the
+            optimizer step at which the mask becomes hard; at or after the
+            schedule's final step.
 
     Example:
 
@@ -59,7 +69,8 @@ class SparseTarget:
     ```
     """
 
-    def __init__(self, sparsity, strength=0.1, prune=None, scope="global"):
+    def __init__(self, sparsity, strength=0.1, prune=None, scope="global",
+                 hard_mask_step=None):
         self.schedule = schedules.get(sparsity)
         if isinstance(strength, bool) or not isinstance(
                 strength, (int, float)) or not strength >= 0:
@@ -68,7 +79,22 @@ class SparseTarget:
         self._initial_strength = float(strength)
         self.prune = check_patterns(prune)
         self.scope = check_scope(scope)
+        self.hard_mask_step = self._check_hard_mask_step(hard_mask_step)
         self.built = False
+
+    def _check_hard_mask_step(self, step):
+        if step is None:
+            return None
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"`hard_mask_step` must be None or an integer "
+                             f">= 0; got {step!r}.")
+        if step < self.schedule.final_step:
+            raise ValueError(
+                f"`hard_mask_step` ({step}) comes before the schedule reaches "
+                f"its final sparsity (step {self.schedule.final_step}): the "
+                "mask would freeze at a lower sparsity. Use a step at or "
+                "after the schedule's end.")
+        return step
 
     def build(self, optimizer, var_list):
         """Creates the state as `optimizer` variables (saved with it)."""
@@ -84,13 +110,37 @@ class SparseTarget:
             shape=(), dtype="float32", name="sparse_sparsity")
         self.gap = optimizer.add_variable(
             shape=(), dtype="float32", name="sparse_gap")
+        if self.hard_mask_step is not None:
+            # 0: pulling; 1: the step that cuts; 2: walking inside the mask.
+            self.phase = optimizer.add_variable(
+                shape=(), dtype="float32", name="sparse_phase")
         self.built = True
 
+    def _phase(self, step):
+        step = ops.cast(step, "int32")
+        return (ops.cast(ops.greater_equal(step, self.hard_mask_step),
+                         "float32")
+                + ops.cast(ops.greater(step, self.hard_mask_step), "float32"))
+
+    def _kept(self, w, limit, phase):
+        """The hard mask: |w| ≥ threshold at the cut, w ≠ 0 after it."""
+        at_cut = ops.greater_equal(ops.abs(w), ops.cast(limit, w.dtype))
+        return ops.where(ops.equal(phase, 1.0), at_cut, ops.not_equal(w, 0))
+
     def pull(self, direction, values, variables, step):
-        """`direction` plus λ (w − P_s(w)) on the pruned variables."""
+        """`direction` plus λ (w − P_s(w)) on the pruned variables (masked
+        instead, once the mask is hard)."""
         chosen = self._chosen
         pruned = [values[i] for i in chosen]
         update = self.schedule.should_update(step)
+        phase = None
+        if self.hard_mask_step is not None:
+            phase = self._phase(step)
+            self.phase.assign(phase)
+            # The threshold is fixed once cut; recomputed exactly at the cut.
+            update = ops.logical_or(
+                ops.logical_and(update, ops.equal(phase, 0.0)),
+                ops.equal(phase, 1.0))
         target = self.schedule.sparsity(step)
         limits = ops.cond(
             update,
@@ -103,14 +153,34 @@ class SparseTarget:
         strength = self.strength.value
         squared = ops.zeros((), "float32")
         for j, (i, w) in enumerate(zip(chosen, pruned)):
-            below = ops.cast(ops.less(ops.abs(w), ops.cast(limits[j], w.dtype)),
-                             w.dtype)
-            residual = w * below  # w − P_s(w)
-            direction[i] = direction[i] + ops.cast(strength, w.dtype) * residual
+            below = ops.less(ops.abs(w), ops.cast(limits[j], w.dtype))
+            pulled = direction[i] + ops.cast(strength, w.dtype) * (
+                w * ops.cast(below, w.dtype))
+            if phase is not None:
+                kept = self._kept(w, limits[j], phase)
+                hard = ops.greater(phase, 0.0)
+                below = ops.where(hard, ops.logical_not(kept), below)
+                pulled = ops.where(
+                    hard, direction[i] * ops.cast(kept, w.dtype), pulled)
+            direction[i] = pulled
+            residual = w * ops.cast(below, w.dtype)  # w − P_s(w)
             squared = squared + ops.sum(ops.square(
                 ops.cast(residual, "float32")))
         self.gap.assign(ops.sqrt(squared))
         return direction
+
+    def project(self, old_values, new_values):
+        """After the cut: the new weights with the pruned entries zeroed."""
+        phase = self.phase.value
+        limits = self.threshold.value
+        projected = list(new_values)
+        for j, i in enumerate(self._chosen):
+            kept = self._kept(old_values[i], limits[j], phase)
+            projected[i] = ops.where(
+                ops.greater(phase, 0.0),
+                new_values[i] * ops.cast(kept, new_values[i].dtype),
+                new_values[i])
+        return projected
 
     def get_config(self):
         strength = self._initial_strength
@@ -121,6 +191,7 @@ class SparseTarget:
             "strength": strength,
             "prune": list(self.prune) if self.prune else None,
             "scope": self.scope,
+            "hard_mask_step": self.hard_mask_step,
         }
 
     @classmethod
