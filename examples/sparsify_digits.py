@@ -164,7 +164,7 @@ def prune(method, name, weights, target, data, args):
             sparsity.sparsity_report(model)["overall"], seconds)
 
 
-def plot(results, path):
+def plot(results, path, title="digits"):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -181,7 +181,7 @@ def plot(results, path):
                       [r["accuracy"] for r in rows], "o-", label=method)
         axis.axhline(model["dense_accuracy"], color="gray", ls="--",
                      label="dense")
-        axis.set_title(f"digits {name} ({results['backend']})")
+        axis.set_title(f"{title} {name} ({results['backend']})")
         axis.set_xlabel("sparsity of kernels")
         axis.set_ylabel(f"{results['settings']['eval']} accuracy")
         axis.legend()
@@ -189,9 +189,9 @@ def plot(results, path):
     figure.savefig(path, dpi=120)
 
 
-def table(results):
+def table(results, title="Digits sparsification"):
     methods = results["settings"]["methods"]
-    lines = [f"# Digits sparsification ({results['backend']}, "
+    lines = [f"# {title} ({results['backend']}, "
              f"{results['settings']['eval']} accuracy, "
              f"{results['settings']['steps']} steps)", "",
              "| model | dense | sparsity | " + " | ".join(methods) + " |",

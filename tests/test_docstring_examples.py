@@ -10,6 +10,7 @@ from keras_fip import baselines
 from keras_fip import continual_metrics
 from keras_fip import distances
 from keras_fip import memory_selection
+from keras_fip import sparsity
 from keras_fip.sparsity import schedules
 
 EXAMPLES = {
@@ -19,6 +20,7 @@ EXAMPLES = {
     "continual_metrics": continual_metrics,
     "class_balanced_keep": memory_selection.class_balanced_keep,
     "sparsity.schedules": schedules,
+    "sparsity.SparseTarget": sparsity.SparseTarget,
     **{name: getattr(baselines, name) for name in baselines.__all__},
 }
 

@@ -61,11 +61,22 @@ class SparseTarget:
     Example:
 
     ```python
+    import keras, numpy as np, keras_fip
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16),
+                              keras.layers.Dense(4)])
+    x, y = np.random.rand(64, 8).astype("float32"), np.arange(64) % 4
     target = keras_fip.sparsity.SparseTarget(
-        keras_fip.sparsity.PolynomialDecay(0.0, 0.9, 0, 1000), strength=0.1,
-        prune=["*dense*/kernel"])
-    optimizer = keras_fip.FIPOptimizer(keras.optimizers.SGD(1.0),
-                                       step_norm=0.01, sparse_target=target)
+        keras_fip.sparsity.PolynomialDecay(0.0, 0.8, begin_step=0,
+                                           end_step=10),
+        strength=10.0, prune=["*dense*/kernel"], hard_mask_step=12)
+    model.compile(optimizer=keras_fip.FIPOptimizer(
+        keras.optimizers.SGD(1.0), memory=keras_fip.Memory(64),
+        step_norm=0.01, sparse_target=target),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    keras_fip.callbacks.remember_task(model, 0, x, y)  # protect these outputs
+    model.fit(x, y, batch_size=16, epochs=5, verbose=0)  # 20 steps, cut at 12
+    report = keras_fip.sparsity.sparsity_report(model)
+    assert report["zeros"] == int(0.8 * report["size"])
     ```
     """
 
