@@ -173,45 +173,52 @@ def two_task(matrix):
             "b_after": float(matrix[1, 1])}
 
 
+def method_table(results, heading, columns, row):
+    """A markdown table with one `row(result)` (a list of cells) per method."""
+    lines = ["", heading, "", "| method | " + " | ".join(columns) + " |",
+             "|---" * (len(columns) + 1) + "|"]
+    for name, result in results["methods"].items():
+        lines.append(f"| {name} | " + " | ".join(row(result)) + " |")
+    return lines
+
+
 def report(results, args):
-    lines = [f"# MiniLM on Split-WordNet ({keras.backend.backend()})", ""]
-    lines += ["## Two tasks (A = animal/plant, B = food/artifact)", "",
-              "| method | A before B | A after B | change | B after B | "
-              "B / fine-tuning's B |", "|---|---|---|---|---|---|"]
+    lines = [f"# MiniLM on Split-WordNet ({keras.backend.backend()})"]
     finetune_b = results["methods"].get("finetune", {}).get("two_task", {}
                                                             ).get("b_after")
-    for name, result in results["methods"].items():
+
+    def two_task_cells(result):
         two = result["two_task"]
-        ratio = (f"{two['b_after'] / finetune_b:.2f}" if finetune_b else "-")
-        lines.append(
-            f"| {name} | {two['a_before']:.3f} | {two['a_after']:.3f} | "
-            f"{100 * (two['a_after'] - two['a_before']):+.1f} pts | "
-            f"{two['b_after']:.3f} | {ratio} |")
+        return [f"{two['a_before']:.3f}", f"{two['a_after']:.3f}",
+                f"{100 * (two['a_after'] - two['a_before']):+.1f} pts",
+                f"{two['b_after']:.3f}",
+                f"{two['b_after'] / finetune_b:.2f}" if finetune_b else "-"]
+
+    lines += method_table(
+        results, "## Two tasks (A = animal/plant, B = food/artifact)",
+        ["A before B", "A after B", "change", "B after B",
+         "B / fine-tuning's B"], two_task_cells)
     for upto, accs in results.get("joint", {}).items():
         lines.append(f"| joint (tasks 0-{int(upto) - 1}) | | "
                      f"{accs[0]:.3f} | | {accs[1]:.3f} | |")
     tasks = args.tasks
-    lines += ["", f"## {tasks} tasks", "",
-              "| method | average accuracy | forgetting | mean new-task "
-              "accuracy | seconds |", "|---|---|---|---|---|"]
-    for name, result in results["methods"].items():
-        summary = result["summary"]
-        lines.append(
-            f"| {name} | {summary['average_accuracy']:.3f} | "
-            f"{summary['forgetting']:.3f} | {result['new_task_mean']:.3f} | "
-            f"{result['seconds']:.0f} |")
+    lines += method_table(
+        results, f"## {tasks} tasks",
+        ["average accuracy", "forgetting", "mean new-task accuracy",
+         "seconds"],
+        lambda r: [f"{r['summary']['average_accuracy']:.3f}",
+                   f"{r['summary']['forgetting']:.3f}",
+                   f"{r['new_task_mean']:.3f}", f"{r['seconds']:.0f}"])
     if str(tasks) in results.get("joint", {}):
         accs = results["joint"][str(tasks)]
         lines.append(f"| joint | {np.mean(accs):.3f} | | | |")
-    lines += ["", "## Weight change after task B (attention query/value)", "",
-              "| method | mean ‖ΔW‖/‖W₀‖ | ranks of ΔW (per layer) | "
-              "90 %-energy ranks |", "|---|---|---|---|"]
-    for name, result in results["methods"].items():
-        rows = result["weight_space"]
-        lines.append(
-            f"| {name} | {np.mean([r['relative_change'] for r in rows]):.4f} "
-            f"| {' '.join(str(r['rank']) for r in rows)} | "
-            f"{' '.join(str(r['energy_rank']) for r in rows)} |")
+    lines += method_table(
+        results, "## Weight change after task B (attention query/value)",
+        ["mean ‖ΔW‖/‖W₀‖", "ranks of ΔW (per layer)", "90 %-energy ranks"],
+        lambda r: [
+            f"{np.mean([w['relative_change'] for w in r['weight_space']]):.4f}",
+            " ".join(str(w["rank"]) for w in r["weight_space"]),
+            " ".join(str(w["energy_rank"]) for w in r["weight_space"])])
     lines += ["", "## Accuracy matrices R[t, k]", ""]
     for name, result in results["methods"].items():
         lines += [f"{name}:", "```",

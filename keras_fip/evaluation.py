@@ -78,6 +78,21 @@ class EvalSets:
 
     A KerasHub model's `preprocessor` (tokenizing text, resizing images) is
     applied the first time a model evaluates the sets, not at every epoch.
+
+    Args:
+        eval_data: a list of `(x, y)` pairs, one per task, or a `TaskStream`
+            (its `test_sets()`).
+
+    Example:
+
+    ```python
+    import keras, numpy as np, keras_fip
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    x, y = np.ones((6, 4), "float32"), np.zeros(6, "int32")
+    sets = keras_fip.evaluation.EvalSets([(x, y), (x[:3], y[:3] + 1)])
+    accuracies = sets.accuracies(model)  # one accuracy per task
+    assert len(accuracies) == 2 and accuracies[0] + accuracies[1] <= 1
+    ```
     """
 
     def __init__(self, eval_data):

@@ -194,7 +194,7 @@ class FIPOptimizer(MemoryOptimizer):
         direction = super()._direction(grads, values, variables)
         if self.sparse_target is None:
             return direction
-        direction = self.sparse_target.pull(direction, values, variables,
+        direction = self.sparse_target.pull(direction, values,
                                             self.iterations.value)
         return self._normalised(direction)
 

@@ -16,6 +16,7 @@ from keras_fip.sparsity import schedules
 EXAMPLES = {
     "FIPOptimizer": keras_fip.FIPOptimizer,
     "Memory": keras_fip.Memory,
+    "EvalSets": keras_fip.evaluation.EvalSets,
     "distances": distances,
     "continual_metrics": continual_metrics,
     "class_balanced_keep": memory_selection.class_balanced_keep,

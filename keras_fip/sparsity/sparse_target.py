@@ -138,7 +138,7 @@ class SparseTarget:
         at_cut = ops.greater_equal(ops.abs(w), ops.cast(limit, w.dtype))
         return ops.where(ops.equal(phase, 1.0), at_cut, ops.not_equal(w, 0))
 
-    def pull(self, direction, values, variables, step):
+    def pull(self, direction, values, step):
         """`direction` plus λ (w − P_s(w)) on the pruned variables (masked
         instead, once the mask is hard)."""
         chosen = self._chosen
