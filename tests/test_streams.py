@@ -53,3 +53,21 @@ def test_bad_streams_are_rejected():
         TaskStream.permuted(x, y, x, y, num_tasks=0)
     with pytest.raises(ValueError, match="at least one task"):
         TaskStream([])
+
+
+def test_holdout_replaces_test_sets_with_training_tails():
+    x = np.arange(40, dtype="float32").reshape(20, 2)
+    y = np.arange(20) % 4
+    stream = TaskStream.split_by_class(x, y, x[:4], y[:4],
+                                       classes_per_task=2)
+    validation = stream.holdout(0.2)
+    for original, held in zip(stream, validation):
+        assert len(held.y_train) == 8 and len(held.y_test) == 2
+        np.testing.assert_array_equal(held.x_train, original.x_train[:8])
+        np.testing.assert_array_equal(held.x_test, original.x_train[8:])
+        assert held.classes == original.classes
+    assert len(stream[0].y_train) == 10  # the original is unchanged
+    with pytest.raises(ValueError, match="must lie in"):
+        stream.holdout(1.0)
+    with pytest.raises(ValueError, match="too few"):
+        stream.holdout(0.01)

@@ -72,6 +72,42 @@ class TaskStream:
             np.concatenate([t.y_train for t in tasks]),
         )
 
+    def holdout(self, fraction=0.2):
+        """A stream for choosing settings: each task's test set is replaced.
+
+        The last `fraction` of every task's training data becomes its test
+        set and the rest its training set, so settings can be compared
+        without looking at the real test data. Shuffle the training data
+        first if it is sorted (the held-out part must cover every class).
+
+        ```python
+        validation = stream.holdout(0.2)
+        ```
+
+        Args:
+            fraction: the share of each task's training data held out, in
+                (0, 1).
+
+        Returns:
+            A new `TaskStream`; this one is unchanged.
+        """
+        if not 0 < fraction < 1:
+            raise ValueError(
+                f"`fraction` must lie in (0, 1); got {fraction}."
+            )
+        tasks = []
+        for task in self.tasks:
+            cut = int(round((1 - fraction) * len(task.y_train)))
+            if cut in (0, len(task.y_train)):
+                raise ValueError(
+                    f"Task {task.name!r} has {len(task.y_train)} training "
+                    f"samples: too few to hold out {fraction} of them."
+                )
+            tasks.append(dataclasses.replace(
+                task, x_train=task.x_train[:cut], y_train=task.y_train[:cut],
+                x_test=task.x_train[cut:], y_test=task.y_train[cut:]))
+        return TaskStream(tasks, name=self.name + "/holdout")
+
     @property
     def num_classes(self):
         """One more than the largest label of any task."""
