@@ -17,7 +17,7 @@ task's steps (`TaskWarmup`), at 3e-5 (LoRA 1e-3):
   memory with `keras_fip.callbacks.remember_task`, each later task through
   `TaskBoundary` (Bhattacharyya on the memory, the library defaults). The
   memory holds every training gloss of the earlier tasks (as the reference
-  BERT script keeps 2,000 old-task examples); memory batch 16.
+  BERT script keeps 2,000 old-task examples); memory batch 32.
 - lora-r: `backbone.enable_lora(r)` (query and value projections; the head
   stays trainable, as KerasHub does it), Adam at `--lora-learning-rate`.
 - joint: fine-tuning from the pretrained MiniLM on tasks 0-1 together
@@ -27,8 +27,10 @@ The learning rate and warm-up are fine-tuning's, chosen with
 `--eval validation` (the last 20 % of each task's training glosses; test
 glosses unused): at Adam 1e-4 without warm-up, fine-tuning from task 0 got
 stuck answering one class of task B in two of three seeds; 3e-5 with 10 %
-warm-up learned B in all three. FIP runs with the same optimizer; its
-memory batch (16 or 32) could not be told apart on validation.
+warm-up learned B in all three. FIP runs with the same optimizer. Its
+memory batch, 32, was chosen on validation too: 16 and 32 tie over two
+tasks, and over five tasks 32 forgets less (5.0 against 12.8 points), since
+each old task's share of the batch shrinks as tasks accumulate.
 
 The two-task result (A = task 0, B = task 1) is the first two rows and
 columns of each accuracy matrix. After task B the script also compares
@@ -83,7 +85,7 @@ def parse_args(argv=None):
                         help="FIP memory capacity (samples, class-balanced; "
                              "default: every training gloss of the tasks "
                              "before the last)"),
-    parser.add_argument("--memory-batch-size", type=int, default=16)
+    parser.add_argument("--memory-batch-size", type=int, default=32)
     parser.add_argument("--methods", nargs="+",
                         default=["finetune", "fip", "lora", "joint"],
                         choices=["finetune", "fip", "fip-l2", "lora", "joint"])
