@@ -37,8 +37,8 @@ columns of each accuracy matrix. After task B the script also compares
 where FIP and LoRA moved the attention query and value kernels
 (`keras_fip.weight_space`: ‖ΔW‖_F / ‖W₀‖_F and the rank of ΔW per layer).
 
-Run (about 30 minutes on 2 CPU cores with TensorFlow at the default size;
-`--tasks 2` about 7; `--full` uses 400 training glosses per category and
+Run (about 20 minutes on 2 CPU cores with TensorFlow at the default size;
+`--tasks 2` about 6; `--full` uses 400 training glosses per category and
 3 epochs):
 
     KERAS_BACKEND=tensorflow python examples/bert_wordnet_continual.py
@@ -84,7 +84,7 @@ def parse_args(argv=None):
     parser.add_argument("--memory", type=int, default=None,
                         help="FIP memory capacity (samples, class-balanced; "
                              "default: every training gloss of the tasks "
-                             "before the last)"),
+                             "before the last)")
     parser.add_argument("--memory-batch-size", type=int, default=32)
     parser.add_argument("--methods", nargs="+",
                         default=["finetune", "fip", "lora", "joint"],

@@ -86,14 +86,13 @@ def parse_args(argv=None):
 
 
 def load(args):
-    task = keras_fip.datasets.split_wordnet_text(
+    stream = keras_fip.datasets.split_wordnet_text(
         CATEGORIES, args.train_per_class, args.test_per_class,
-        seed=args.seed)[0]
-    x, y = task.x_train, task.y_train  # shuffled
+        seed=args.seed)  # training glosses shuffled
     if args.eval == "validation":
-        cut = int(0.8 * len(y))
-        return x[:cut], y[:cut], x[cut:], y[cut:]
-    return x, y, task.x_test, task.y_test
+        stream = stream.holdout(0.2)
+    task = stream[0]
+    return task.x_train, task.y_train, task.x_test, task.y_test
 
 
 def loss():

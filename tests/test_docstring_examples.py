@@ -17,6 +17,7 @@ EXAMPLES = {
     "FIPOptimizer": keras_fip.FIPOptimizer,
     "Memory": keras_fip.Memory,
     "EvalSets": keras_fip.evaluation.EvalSets,
+    "TaskStream.holdout": keras_fip.datasets.TaskStream.holdout,
     "distances": distances,
     "continual_metrics": continual_metrics,
     "class_balanced_keep": memory_selection.class_balanced_keep,

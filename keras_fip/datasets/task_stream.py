@@ -81,7 +81,10 @@ class TaskStream:
         first if it is sorted (the held-out part must cover every class).
 
         ```python
+        import keras_fip
+        stream = keras_fip.datasets.split_digits()  # training data shuffled
         validation = stream.holdout(0.2)
+        assert len(validation[0].y_test) == round(0.2 * len(stream[0].y_train))
         ```
 
         Args:
