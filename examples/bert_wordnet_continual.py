@@ -86,6 +86,13 @@ def parse_args(argv=None):
                              "default: every training gloss of the tasks "
                              "before the last)")
     parser.add_argument("--memory-batch-size", type=int, default=32)
+    parser.add_argument("--anchors", choices=["task_start", "stored"],
+                        default="task_start",
+                        help="FIPOptimizer(anchors=...): re-anchor the "
+                             "memory at each task start, or keep the "
+                             "outputs each gloss had when its task ended")
+    parser.add_argument("--beta", type=float, default=1.0,
+                        help="FIP's beta (weight of the new task's gradient)")
     parser.add_argument("--methods", nargs="+",
                         default=["finetune", "fip", "lora", "joint"],
                         choices=["finetune", "fip", "fip-l2", "lora", "joint"])
@@ -169,10 +176,12 @@ def compile_for(model, method, args, samples, rank=None):
         # squared-L2 logit metric, mean, β = 10 (the setting chosen on
         # Split-digits, keras_fip.bench's "fip-l2"), not tuned here.
         settings = ({"distance": "squared_l2", "reduction": "mean",
-                     "beta": 10.0} if method == "fip-l2" else {})
+                     "beta": 10.0} if method == "fip-l2"
+                    else {"beta": args.beta})
         optimizer = keras_fip.FIPOptimizer(
             optimizer, memory=keras_fip.Memory(args.memory, seed=args.seed),
-            memory_batch_size=args.memory_batch_size, **settings)
+            memory_batch_size=args.memory_batch_size, anchors=args.anchors,
+            **settings)
     model.compile(optimizer=optimizer, loss=keras.losses.
                   SparseCategoricalCrossentropy(from_logits=True))
 

@@ -31,6 +31,7 @@ from keras_fip.memory_optimizer import global_norm
 from keras_fip.sparsity.sparse_target import SparseTarget
 
 REDUCTIONS = ("sum", "mean")
+ANCHORS = ("task_start", "stored")
 
 
 @keras.saving.register_keras_serializable(package="keras_fip")
@@ -63,6 +64,15 @@ class FIPOptimizer(MemoryOptimizer):
         sparse_target: a `keras_fip.sparsity.SparseTarget`: walk toward a
             magnitude-sparse network (sparsification). Its pull applies
             from the first step, memory or not (then d = β ∇L + pull).
+        anchors: which outputs a protected input x is kept near.
+            `"task_start"` (default, the reference code): every stored
+            sample is re-anchored when a task begins, D(f(x; w), f(x; w₀))
+            with w₀ the network at the start of the current task, so each
+            task's path starts where the network is. `"stored"`: a sample
+            keeps the outputs the network gave when its own task ended,
+            D(f(x; w), f(x; w_τ(x))), so drift over a long task sequence
+            does not compound (the path also pulls back what earlier
+            tasks moved).
         name: the optimizer's name.
 
     Example:
@@ -92,6 +102,7 @@ class FIPOptimizer(MemoryOptimizer):
         memory_batch_size=32,
         step_norm=None,
         sparse_target=None,
+        anchors="task_start",
         name=None,
         **kwargs,
     ):
@@ -110,6 +121,13 @@ class FIPOptimizer(MemoryOptimizer):
                 f"Unknown reduction {reduction!r}. Expected 'sum' (the "
                 "reference code) or 'mean'."
             )
+        if anchors not in ANCHORS:
+            raise ValueError(
+                f"Unknown anchors {anchors!r}. Expected 'task_start' (re-anchor "
+                "every stored sample when a task begins, the reference code) "
+                "or 'stored' (keep the outputs each sample had when its task "
+                "ended)."
+            )
         super().__init__(inner_optimizer, memory=memory,
                          memory_batch_size=memory_batch_size, name=name,
                          **kwargs)
@@ -121,6 +139,8 @@ class FIPOptimizer(MemoryOptimizer):
         self.reduction = reduction
         self.from_logits = bool(from_logits)
         self.sparse_target = sparse_target
+        self.anchors = anchors
+        self.refresh_anchors = anchors == "task_start"
 
     def _build_own(self, var_list):
         super()._build_own(var_list)
@@ -218,6 +238,7 @@ class FIPOptimizer(MemoryOptimizer):
             reduction=self.reduction,
             from_logits=self.from_logits,
             step_norm=step_norm,
+            anchors=self.anchors,
         )
         if self.sparse_target is not None:
             config["sparse_target"] = keras.saving.serialize_keras_object(

@@ -93,6 +93,32 @@ def test_beta_is_a_variable_callbacks_can_change():
     assert without_task < 0.2 * with_task
 
 
+def _task0_anchors_after_task1(anchors):
+    model, fip, task0, task1 = _two_tasks(inner=keras.optimizers.Adam(1e-2),
+                                          anchors=anchors)
+    inputs, _, _, at_task0_end = fip.memory.stored()
+    _fit(model, *task1, callbacks=[keras_fip.callbacks.TaskBoundary(1, *task1)])
+    now_inputs, _, tasks, now_anchors = fip.memory.stored()
+    assert set(tasks) == {0, 1}
+    # Match the task-0 samples still kept to the rows stored after task 0.
+    rows = [int(np.flatnonzero((inputs == x).all(axis=1))[0])
+            for x in now_inputs[tasks == 0]]
+    outputs_now = ops.convert_to_numpy(model(now_inputs[tasks == 0]))
+    return now_anchors[tasks == 0], at_task0_end[rows], outputs_now
+
+
+def test_stored_anchors_keep_the_outputs_each_task_ended_with():
+    kept, at_task0_end, outputs_now = _task0_anchors_after_task1("stored")
+    np.testing.assert_allclose(kept, at_task0_end, rtol=1e-6)
+    assert np.abs(outputs_now - at_task0_end).max() > 1e-3  # the model moved
+
+
+def test_task_start_anchors_follow_the_network():
+    kept, at_task0_end, outputs_now = _task0_anchors_after_task1("task_start")
+    np.testing.assert_allclose(kept, outputs_now, rtol=1e-4, atol=1e-5)
+    assert np.abs(kept - at_task0_end).max() > 1e-3
+
+
 def test_active_memory_without_a_model_is_explained():
     model, fip, _, task1 = _two_tasks()
     other = make_mlp(hidden=(16,), inputs=8, classes=4)
@@ -112,6 +138,7 @@ def test_active_memory_without_a_model_is_explained():
         ({"step_norm": "big"}, TypeError, "step_norm"),
         ({"distance": "cosine"}, ValueError, "Unknown distance"),
         ({"reduction": "max"}, ValueError, "Unknown reduction"),
+        ({"anchors": "task_end"}, ValueError, "Unknown anchors"),
         ({"memory_batch_size": 0}, ValueError, "memory_batch_size"),
         ({"memory": "mem"}, TypeError, "keras_fip.Memory"),
         ({"learning_rate": 0.1}, ValueError, "inner optimizer"),
@@ -144,15 +171,17 @@ def test_get_config_round_trip():
         keras.optimizers.SGD(0.1, momentum=0.9),
         memory=keras_fip.Memory(30, seed=4),
         beta=2.0, distance="kl", reduction="mean", from_logits=False,
-        memory_batch_size=7, step_norm=0.01,
+        memory_batch_size=7, step_norm=0.01, anchors="stored",
     )
     config = fip.get_config()
+    assert config["anchors"] == "stored"
     clone = keras_fip.FIPOptimizer.from_config(config)
     assert clone.get_config() == config
     via_keras = keras.optimizers.deserialize(keras.optimizers.serialize(fip))
     assert isinstance(via_keras, keras_fip.FIPOptimizer)
     assert via_keras.get_config() == config
     assert isinstance(clone.inner_optimizer, keras.optimizers.SGD)
+    assert not clone.refresh_anchors
 
 
 def test_keras_file_round_trip_resumes_with_the_memory(tmp_path):
