@@ -92,7 +92,8 @@ def parse_args(argv=None):
                              "memory at each task start, or keep the "
                              "outputs each gloss had when its task ended")
     parser.add_argument("--beta", type=float, default=1.0,
-                        help="FIP's beta (weight of the new task's gradient)")
+                        help="beta of --methods fip (the new task's gradient "
+                             "weight); fip-l2 keeps its own 10")
     parser.add_argument("--methods", nargs="+",
                         default=["finetune", "fip", "lora", "joint"],
                         choices=["finetune", "fip", "fip-l2", "lora", "joint"])

@@ -8,7 +8,7 @@ functionally invariant paths", Nature Machine Intelligence 2024
 
 g the metric of the outputs the network must keep, L the secondary objective.
 As in the paper's reference code, θᵀ g θ is measured by an output distance D
-between the network and its anchor (the network at the start of the task) on
+between the network and its anchor (by default the network at the start of the task) on
 a batch of protected inputs from a `Memory`; near the anchor D is the
 quadratic form of g. The direction handed to the inner optimizer is
 
@@ -140,7 +140,11 @@ class FIPOptimizer(MemoryOptimizer):
         self.from_logits = bool(from_logits)
         self.sparse_target = sparse_target
         self.anchors = anchors
-        self.refresh_anchors = anchors == "task_start"
+
+    @property
+    def refresh_anchors(self):
+        """Whether a task start re-anchors every stored sample."""
+        return self.anchors == "task_start"
 
     def _build_own(self, var_list):
         super()._build_own(var_list)
