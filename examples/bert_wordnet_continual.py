@@ -15,7 +15,8 @@ task's steps (`TaskWarmup`), at 3e-5 (LoRA 1e-3):
 - finetune: Adam on all weights.
 - fip: `FIPOptimizer(Adam)` with the same schedule; task 0 enters the
   memory with `keras_fip.callbacks.remember_task`, each later task through
-  `TaskBoundary` (Bhattacharyya on the memory, the library defaults). The
+  `TaskBoundary` (Bhattacharyya on the memory, summed over the batch, the
+  library defaults) with β = 0.3 (`--beta`; chosen on validation). The
   memory holds every training gloss of the earlier tasks (as the reference
   BERT script keeps 2,000 old-task examples); memory batch 32.
 - lora-r: `backbone.enable_lora(r)` (query and value projections; the head
@@ -30,7 +31,12 @@ stuck answering one class of task B in two of three seeds; 3e-5 with 10 %
 warm-up learned B in all three. FIP runs with the same optimizer. Its
 memory batch, 32, was chosen on validation too: 16 and 32 tie over two
 tasks, and over five tasks 32 forgets less (5.0 against 12.8 points), since
-each old task's share of the batch shrinks as tasks accumulate.
+each old task's share of the batch shrinks as tasks accumulate. β = 0.3
+was chosen on the five-task validation run among 1, 0.5 and 0.3
+(forgetting 5.0 / 4.4 / 1.6 points, mean new-task accuracy 0.875 / 0.834 /
+0.772 against fine-tuning's 0.641): smaller β trades plasticity for
+retention. Test accuracy is over 250 glosses per category (500 per task), so
+one gloss is 0.2 points, finer than the 3-point retention criterion.
 
 The two-task result (A = task 0, B = task 1) is the first two rows and
 columns of each accuracy matrix. After task B the script also compares
@@ -69,7 +75,9 @@ def parse_args(argv=None):
     parser.add_argument("--tasks", type=int, default=5,
                         help="tasks of two categories (2 to 5)")
     parser.add_argument("--train-per-class", type=int, default=200)
-    parser.add_argument("--test-per-class", type=int, default=50)
+    parser.add_argument("--test-per-class", type=int, default=250,
+                        help="test glosses per category (250: 500 per task, "
+                             "so one gloss is 0.2 points)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--sequence-length", type=int, default=24)
@@ -91,15 +99,17 @@ def parse_args(argv=None):
                         help="FIPOptimizer(anchors=...): re-anchor the "
                              "memory at each task start, or keep the "
                              "outputs each gloss had when its task ended")
-    parser.add_argument("--beta", type=float, default=1.0,
+    parser.add_argument("--beta", type=float, default=0.3,
                         help="beta of --methods fip (the new task's gradient "
-                             "weight); fip-l2 keeps its own 10")
+                             "weight; 0.3 was chosen among 1, 0.5 and 0.3 on "
+                             "the five-task validation run); fip-l2 keeps "
+                             "its own 10")
     parser.add_argument("--methods", nargs="+",
                         default=["finetune", "fip", "lora", "joint"],
                         choices=["finetune", "fip", "fip-l2", "lora", "joint"])
     parser.add_argument("--full", action="store_true",
-                        help="400 training / 100 test glosses per category, "
-                             "3 epochs, sequences of 32 tokens")
+                        help="400 training glosses per category, 3 epochs, "
+                             "sequences of 32 tokens")
     parser.add_argument("--eval", choices=["test", "validation"],
                         default="test",
                         help="validation: hold out the last 20 %% of each "
@@ -109,7 +119,7 @@ def parse_args(argv=None):
     parser.add_argument("--verbose", type=int, default=0)
     args = parser.parse_args(argv)
     if args.full:
-        args.train_per_class, args.test_per_class = 400, 100
+        args.train_per_class = 400
         args.epochs, args.sequence_length = 3, 32
     if not 2 <= args.tasks <= len(keras_fip.datasets.wordnet.DEFAULT_CATEGORIES):
         parser.error("--tasks must be between 2 and 5")
@@ -173,7 +183,7 @@ def compile_for(model, method, args, samples, rank=None):
         rate = args.lora_learning_rate
     optimizer = keras.optimizers.Adam(learning_rate(rate, args, samples))
     if method.startswith("fip"):
-        # fip: the library defaults (Bhattacharyya, sum, β = 1); fip-l2: the
+        # fip: the library defaults (Bhattacharyya, sum), β = --beta; fip-l2: the
         # squared-L2 logit metric, mean, β = 10 (the setting chosen on
         # Split-digits, keras_fip.bench's "fip-l2"), not tuned here.
         settings = ({"distance": "squared_l2", "reduction": "mean",
@@ -200,11 +210,30 @@ def learn_first_task(stream, args):
     fit(model, stream[0].x_train, stream[0].y_train, args)
     weights = model.get_weights()
     row = keras_fip.evaluation.EvalSets(stream).accuracies(model)
-    return row, weights, weight_space.kernel_snapshot(model)
+    return (row, training_accuracy(model, stream), weights,
+            weight_space.kernel_snapshot(model))
+
+
+def training_accuracy(model, stream):
+    """Accuracy on task A's training glosses (what FIP's memory holds)."""
+    return keras_fip.evaluation.accuracy(model, stream[0].x_train,
+                                         stream[0].y_train)
+
+
+def answered_with_b(model, stream):
+    """The share of task A's test glosses the model answers with a B class."""
+    outputs = keras_fip.evaluation.predict_outputs(model, stream[0].x_test)
+    return float(np.mean(np.isin(np.argmax(outputs, axis=-1),
+                                 stream[1].classes)))
 
 
 def adapt(method, stream, args, first_row, weights, start, rank=None):
-    """Adapts the task-0 network to tasks 1, 2, ...; returns R and ΔW rows."""
+    """Adapts the task-0 network to tasks 1, 2, ...
+
+    Returns R, the ΔW rows after task B and, after task B, task A's
+    accuracy on its training glosses and the share of its test glosses
+    answered with a B class.
+    """
     keras.utils.set_random_seed(args.seed)
     model = load_minilm(args, stream.num_classes, weights)
     compile_for(model, method, args, len(stream[1].y_train), rank)
@@ -224,7 +253,9 @@ def adapt(method, stream, args, first_row, weights, start, rank=None):
         rows.append(evaluation.accuracies(model))
         if task_id == 1:
             changes = weight_space.weight_changes(model, start)
-    return np.array(rows), changes
+            a_after = {"a_train_after": training_accuracy(model, stream),
+                       "a_answered_with_b": answered_with_b(model, stream)}
+    return np.array(rows), changes, a_after
 
 
 def joint(stream, args, upto):
@@ -240,10 +271,18 @@ def joint(stream, args, upto):
         model, tasks=range(upto))
 
 
-def two_task(matrix):
-    """Task A before/after B and task B's accuracy, from rows 0 and 1."""
+def two_task(matrix, a_train_before, a_after):
+    """Task A before/after B and task B's accuracy, from rows 0 and 1.
+
+    `a_train_before` and `a_after["a_train_after"]` are task A's accuracies
+    on its own training glosses (FIP's memory), to tell forgetting on the
+    protected inputs from forgetting on unseen ones;
+    `a_after["a_answered_with_b"]` is the share of A's test glosses answered
+    with a class of B.
+    """
     return {"a_before": float(matrix[0, 0]), "a_after": float(matrix[1, 0]),
-            "b_after": float(matrix[1, 1])}
+            "b_after": float(matrix[1, 1]),
+            "a_train_before": a_train_before, **a_after}
 
 
 def method_table(results, heading, columns, row):
@@ -264,16 +303,20 @@ def report(results, args):
         two = result["two_task"]
         return [f"{two['a_before']:.3f}", f"{two['a_after']:.3f}",
                 f"{100 * (two['a_after'] - two['a_before']):+.1f} pts",
+                f"{two['a_train_before']:.3f} → {two['a_train_after']:.3f}",
+                f"{two['a_answered_with_b']:.3f}",
                 f"{two['b_after']:.3f}",
                 f"{two['b_after'] / finetune_b:.2f}" if finetune_b else "-"]
 
     lines += method_table(
         results, "## Two tasks (A = animal/plant, B = food/artifact)",
-        ["A before B", "A after B", "change", "B after B",
+        ["A before B", "A after B", "change",
+         "A on its training glosses (FIP's memory)",
+         "A test glosses answered with a B class", "B after B",
          "B / fine-tuning's B"], two_task_cells)
     for upto, accs in results.get("joint", {}).items():
         lines.append(f"| joint (tasks 0-{int(upto) - 1}) | | "
-                     f"{accs[0]:.3f} | | {accs[1]:.3f} | |")
+                     f"{accs[0]:.3f} | | | | {accs[1]:.3f} | |")
     tasks = args.tasks
     lines += method_table(
         results, f"## {tasks} tasks",
@@ -337,7 +380,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     started = time.time()
     begin = time.time()
-    first_row, weights, start = learn_first_task(stream, args)
+    first_row, a_train_before, weights, start = learn_first_task(stream, args)
     print(f"task 0 learned by fine-tuning in {time.time() - begin:.0f} s:"
           f" accuracy {first_row[0]:.3f}", flush=True)
     runs = [(m, None) for m in args.methods
@@ -347,12 +390,12 @@ def main(argv=None):
     for method, rank in runs:
         name = method if rank is None else f"lora-{rank}"
         begin = time.time()
-        matrix, changes = adapt(method, stream, args, first_row, weights,
-                                start, rank)
+        matrix, changes, a_after = adapt(
+            method, stream, args, first_row, weights, start, rank)
         seconds = time.time() - begin
         results["methods"][name] = {
             "matrix": matrix.tolist(),
-            "two_task": two_task(matrix),
+            "two_task": two_task(matrix, a_train_before, a_after),
             "summary": continual_metrics.summary(matrix),
             "new_task_mean": float(np.mean(np.diag(matrix)[1:])),
             "weight_space": changes,
