@@ -43,9 +43,9 @@ columns of each accuracy matrix. After task B the script also compares
 where FIP and LoRA moved the attention query and value kernels
 (`keras_fip.weight_space`: ‖ΔW‖_F / ‖W₀‖_F and the rank of ΔW per layer).
 
-Run (about 20 minutes on 2 CPU cores with TensorFlow at the default size;
-`--tasks 2` about 6; `--full` uses 400 training glosses per category and
-3 epochs):
+Run (about 28 minutes on 2 CPU cores with TensorFlow at the default size,
+13 with `--methods finetune fip`; `--full` uses 400 training glosses per
+category and 3 epochs):
 
     KERAS_BACKEND=tensorflow python examples/bert_wordnet_continual.py
     python examples/bert_wordnet_continual.py --tasks 2 --methods fip finetune
