@@ -183,8 +183,8 @@ def compile_for(model, method, args, samples, rank=None):
         rate = args.lora_learning_rate
     optimizer = keras.optimizers.Adam(learning_rate(rate, args, samples))
     if method.startswith("fip"):
-        # fip: the library defaults (Bhattacharyya, sum), β = --beta; fip-l2: the
-        # squared-L2 logit metric, mean, β = 10 (the setting chosen on
+        # fip: the library defaults (Bhattacharyya, sum), β = --beta;
+        # fip-l2: the squared-L2 logit metric, mean, β = 10 (chosen on
         # Split-digits, keras_fip.bench's "fip-l2"), not tuned here.
         settings = ({"distance": "squared_l2", "reduction": "mean",
                      "beta": 10.0} if method == "fip-l2"

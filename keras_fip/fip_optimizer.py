@@ -8,9 +8,9 @@ functionally invariant paths", Nature Machine Intelligence 2024
 
 g the metric of the outputs the network must keep, L the secondary objective.
 As in the paper's reference code, θᵀ g θ is measured by an output distance D
-between the network and its anchor (by default the network at the start of the task) on
-a batch of protected inputs from a `Memory`; near the anchor D is the
-quadratic form of g. The direction handed to the inner optimizer is
+between the network and its anchor (by default the network at the start of
+the task) on a batch of protected inputs from a `Memory`; near the anchor D
+is the quadratic form of g. The direction handed to the inner optimizer is
 
     d = β ∇L(w) + ∇_w Σ_{x ∈ memory batch} D(f(x; w), f(x; w₀)),
 
@@ -123,8 +123,9 @@ class FIPOptimizer(MemoryOptimizer):
             )
         if anchors not in ANCHORS:
             raise ValueError(
-                f"Unknown anchors {anchors!r}. Expected 'task_start' (re-anchor "
-                "every stored sample when a task begins, the reference code) "
+                f"Unknown anchors {anchors!r}. Expected 'task_start' "
+                "(re-anchor every stored sample when a task begins, the "
+                "reference code) "
                 "or 'stored' (keep the outputs each sample had when its task "
                 "ended)."
             )
