@@ -95,6 +95,10 @@ def parse_args(argv=None):
                              "becomes hard (then FIP inside the sparse "
                              "subspace); a negative value: only at the end, "
                              "as the reference code")
+    parser.add_argument("--decay", action="store_true",
+                        help="cosine learning-rate decay to 0: over the "
+                             "whole budget for masked fine-tuning, after the "
+                             "cut for FIP (its step length is then lr * eps)")
     parser.add_argument("--eval", choices=["test", "validation"],
                         default="test")
     parser.add_argument("--seed", type=int, default=0)
@@ -140,8 +144,10 @@ def prune(method, name, weights, target, data, args):
     if method in ("magnitude", "magnitude+ft"):
         sparsity.prune_low_magnitude(model, target)
     if method == "magnitude+ft":
+        rate = (keras.optimizers.schedules.CosineDecay(1e-3, args.steps)
+                if args.decay else 1e-3)
         model.compile(optimizer=sparsity.MaskedOptimizer(
-            keras.optimizers.Adam(1e-3)), loss=loss())
+            keras.optimizers.Adam(rate)), loss=loss())
         model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
     if method == "fip":
         ramp_end = max(1, int(args.ramp * args.steps))
@@ -149,8 +155,14 @@ def prune(method, name, weights, target, data, args):
             0.0, target, begin_step=0, end_step=ramp_end)
         hard = (None if args.hard_mask_at < 0
                 else max(ramp_end, int(args.hard_mask_at * args.steps)))
+        rate = 1.0
+        if args.decay:  # constant until the cut, then cosine to 0
+            cut = hard if hard is not None else ramp_end
+            rate = keras.optimizers.schedules.CosineDecay(
+                1.0, max(1, args.steps - cut), warmup_target=1.0,
+                warmup_steps=cut)
         fip = keras_fip.FIPOptimizer(
-            keras.optimizers.SGD(learning_rate=1.0),
+            keras.optimizers.SGD(learning_rate=rate),
             memory=keras_fip.Memory(len(y), seed=args.seed),
             memory_batch_size=64, beta=args.beta, step_norm=args.step_norm,
             sparse_target=sparsity.SparseTarget(
