@@ -97,7 +97,8 @@ def parse_args(argv=None):
     parser.add_argument("--memory", type=int, default=None,
                         help="FIP memory capacity (samples, class-balanced; "
                              "default: every training gloss of the tasks "
-                             "before the last)")
+                             "before the last, and its --memory-augment "
+                             "copies)")
     parser.add_argument("--memory-batch-size", type=int, default=32)
     parser.add_argument("--memory-augment", type=int, default=0,
                         help="word-dropout copies of each gloss that join "
@@ -113,8 +114,8 @@ def parse_args(argv=None):
     parser.add_argument("--beta", type=float, default=0.3,
                         help="beta of --methods fip (the new task's gradient "
                              "weight; 0.3 was chosen among 1, 0.5 and 0.3 on "
-                             "the five-task validation run); fip-l2 keeps "
-                             "its own 10")
+                             "the five-task validation run); fip-l2 uses "
+                             "--beta-l2")
     parser.add_argument("--beta-l2", type=float, default=10.0,
                         help="beta of --methods fip-l2 (squared-L2 logit "
                              "metric, mean over the memory batch)")
@@ -203,8 +204,8 @@ def compile_for(model, method, args, samples, rank=None):
     optimizer = keras.optimizers.Adam(learning_rate(rate, args, samples))
     if method.startswith("fip"):
         # fip: the library defaults (Bhattacharyya, sum), β = --beta;
-        # fip-l2: the squared-L2 logit metric, mean, β = 10 (chosen on
-        # Split-digits, keras_fip.bench's "fip-l2"), not tuned here.
+        # fip-l2: the squared-L2 logit metric, mean, β = --beta-l2 (10 by
+        # default, chosen on Split-digits: keras_fip.bench's "fip-l2").
         settings = ({"distance": "squared_l2", "reduction": "mean",
                      "beta": args.beta_l2} if method == "fip-l2"
                     else {"beta": args.beta})
