@@ -187,6 +187,21 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
     def _needs_old_values(self):
         return self._has_after_update() or self._has_projection()
 
+    def _old_value_indices(self):
+        """Indices of the variables whose pre-step values the step needs.
+
+        Every one when `_after_update` is used; otherwise those `_project`
+        reads (`_projected_indices`), so a projection onto a few variables
+        does not copy the whole network each step.
+        """
+        if self._has_after_update():
+            return frozenset(range(len(self._trainable_variables)))
+        return frozenset(self._projected_indices())
+
+    def _projected_indices(self):
+        """Indices of the variables `_project` reads old values of (all)."""
+        return range(len(self._trainable_variables))
+
     def apply(self, grads, trainable_variables=None):
         if not self.built:
             with keras.name_scope(self.name, caller=self):
@@ -197,11 +212,11 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
             ops.zeros_like(v) if g is None else fip_backend.to_dense(g)
             for g, v in zip(grads, variables)
         ]
-        old = (
-            [ops.copy(v.value) for v in variables]
-            if self._needs_old_values()
-            else None
-        )
+        old = None
+        if self._needs_old_values():
+            needed = self._old_value_indices()
+            old = [ops.copy(v.value) if i in needed else None
+                   for i, v in enumerate(variables)]
         direction = self._direction(grads, [v.value for v in variables],
                                     variables)
         self.inner_optimizer.apply(direction, trainable_variables)

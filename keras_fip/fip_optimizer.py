@@ -230,6 +230,9 @@ class FIPOptimizer(MemoryOptimizer):
     def _project(self, old_values, new_values):
         return self.sparse_target.project(old_values, new_values)
 
+    def _projected_indices(self):
+        return self.sparse_target.chosen_indices
+
     def get_config(self):
         config = super().get_config()
         beta, step_norm = self._initial_beta, self._initial_step_norm

@@ -135,6 +135,9 @@ def test_hard_mask_step_walks_an_fip_inside_the_sparse_subspace(tmp_path):
     keras_fip.callbacks.remember_task(model, 0, x, y)
     # One step per epoch: steps 0..15, the last one cuts.
     model.fit(x[:32], y[:32], batch_size=32, epochs=16, verbose=0)
+    kernels = {i for i, v in enumerate(model.trainable_variables)
+               if v.path.endswith("kernel")}
+    assert fip._old_value_indices() == kernels  # no copies of the biases
     total = sum(k.size for k in _kernels(model))
     mask = [k == 0 for k in _kernels(model)]
     assert sum(int(m.sum()) for m in mask) == int(0.8 * total)

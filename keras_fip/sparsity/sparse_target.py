@@ -127,6 +127,11 @@ class SparseTarget:
                 shape=(), dtype="float32", name="sparse_phase")
         self.built = True
 
+    @property
+    def chosen_indices(self):
+        """Indices (in the optimizer's variable list) of the pruned ones."""
+        return tuple(self._chosen)
+
     def _phase(self, step):
         step = ops.cast(step, "int32")
         return (ops.cast(ops.greater_equal(step, self.hard_mask_step),
