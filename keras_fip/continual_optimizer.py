@@ -38,8 +38,9 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
     Subclasses implement `_direction(grads, values, variables)` (values in
     the order of `variables`, the optimizer's trainable variables) and may
     override `_build_own`, `_extra_variables`, `_after_update`, `_project`
-    and the task hooks. They never see the batch: what they need from old tasks lives in
-    their own state.
+    (with `_projected_indices`: the variables it reads old values of) and
+    the task hooks. They never see the batch: what they need from old tasks
+    lives in their own state.
 
     Args:
         inner_optimizer: the `keras.optimizers.Optimizer` that applies the
