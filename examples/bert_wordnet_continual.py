@@ -44,7 +44,11 @@ README): `--methods fip-l2` (the squared-L2 logit metric, `--beta-l2`) and
 so the invariance also sees a neighbourhood of the old glosses).
 
 The two-task result (A = task 0, B = task 1) is the first two rows and
-columns of each accuracy matrix. After task B the script also compares
+columns of each accuracy matrix. To tell where task A is lost, each
+method (and the joint network over tasks 0-1) also reports A's accuracy on
+its training glosses (FIP's memory), A's test accuracy with the argmax over
+A's own classes only (what a task id would give), and the share of A's test
+glosses answered with a B class. After task B the script also compares
 where FIP and LoRA moved the attention query and value kernels
 (`keras_fip.weight_space`: ‖ΔW‖_F / ‖W₀‖_F and the rank of ΔW per layer).
 
@@ -136,8 +140,9 @@ def parse_args(argv=None):
     if args.full:
         args.train_per_class = 400
         args.epochs, args.sequence_length = 3, 32
-    if not 2 <= args.tasks <= len(keras_fip.datasets.wordnet.DEFAULT_CATEGORIES):
-        parser.error("--tasks must be between 2 and 5")
+    categories = keras_fip.datasets.wordnet.DEFAULT_CATEGORIES
+    if not 2 <= args.tasks <= len(categories):
+        parser.error(f"--tasks must be between 2 and {len(categories)}")
     for name in ("train_per_class", "test_per_class", "epochs", "batch_size",
                  "sequence_length", "memory_batch_size"):
         if getattr(args, name) < 1:
@@ -223,15 +228,21 @@ def fit(model, x, y, args, callbacks=()):
 
 
 def learn_first_task(stream, args):
-    """Fine-tunes the pretrained MiniLM on task 0: its row, weights, W₀."""
+    """Fine-tunes the pretrained MiniLM on task 0.
+
+    Returns its row of R, task A's accuracies before B (on its training
+    glosses; on its test glosses within A's classes), its weights and W₀.
+    """
     keras.utils.set_random_seed(args.seed)
     model = load_minilm(args, stream.num_classes)
     compile_for(model, "finetune", args, len(stream[0].y_train))
     fit(model, stream[0].x_train, stream[0].y_train, args)
     weights = model.get_weights()
     row = keras_fip.evaluation.EvalSets(stream).accuracies(model)
-    return (row, training_accuracy(model, stream), weights,
-            weight_space.kernel_snapshot(model))
+    a_before = {"a_train_before": training_accuracy(model, stream),
+                "a_within_a_before": a_test_breakdown(model, stream)[
+                    "a_within_a"]}
+    return row, a_before, weights, weight_space.kernel_snapshot(model)
 
 
 def training_accuracy(model, stream):
@@ -240,11 +251,22 @@ def training_accuracy(model, stream):
                                          stream[0].y_train)
 
 
-def answered_with_b(model, stream):
-    """The share of task A's test glosses the model answers with a B class."""
-    outputs = keras_fip.evaluation.predict_outputs(model, stream[0].x_test)
-    return float(np.mean(np.isin(np.argmax(outputs, axis=-1),
-                                 stream[1].classes)))
+def a_test_breakdown(model, stream):
+    """Where task A's test glosses go, to tell forgetting from confusion.
+
+    Returns `a_answered_with_b`, the share of A's test glosses the model
+    answers with a B class, and `a_within_a`, A's test accuracy with the
+    argmax taken over A's own classes only (a task id given at test time):
+    a drop in A's accuracy that `a_within_a` does not show comes from glosses
+    of A that now score higher on a class of another task.
+    """
+    first = stream[0]
+    outputs = keras_fip.evaluation.predict_outputs(model, first.x_test)
+    a_classes = np.asarray(first.classes)
+    within = a_classes[np.argmax(outputs[:, a_classes], axis=-1)]
+    return {"a_answered_with_b": float(np.mean(np.isin(
+                np.argmax(outputs, axis=-1), stream[1].classes))),
+            "a_within_a": float(np.mean(within == first.y_test))}
 
 
 def protected(x, y, args):
@@ -291,11 +313,16 @@ def adapt(method, stream, args, first_row, weights, start, rank=None):
         if task_id == 1:
             changes = weight_space.weight_changes(model, start)
             a_after = {"a_train_after": training_accuracy(model, stream),
-                       "a_answered_with_b": answered_with_b(model, stream)}
+                       **a_test_breakdown(model, stream)}
     return np.array(rows), changes, a_after
 
 
 def joint(stream, args, upto):
+    """Fine-tunes the pretrained MiniLM on tasks 0 .. upto-1 together.
+
+    Returns the accuracy on each of those tasks and, for task A, the
+    `a_test_breakdown` of the jointly trained network.
+    """
     keras.utils.set_random_seed(args.seed)
     model = load_minilm(args, stream.num_classes)
     x, y = stream.joint(upto)
@@ -304,22 +331,23 @@ def joint(stream, args, upto):
     # the joint data is sorted by task: shuffle it here.
     order = np.random.default_rng(args.seed).permutation(len(y))
     fit(model, x[order], y[order], args)
-    return keras_fip.evaluation.EvalSets(stream).accuracies(
+    accuracies = keras_fip.evaluation.EvalSets(stream).accuracies(
         model, tasks=range(upto))
+    return accuracies, a_test_breakdown(model, stream)
 
 
-def two_task(matrix, a_train_before, a_after):
+def two_task(matrix, a_before, a_after):
     """Task A before/after B and task B's accuracy, from rows 0 and 1.
 
-    `a_train_before` and `a_after["a_train_after"]` are task A's accuracies
-    on its own training glosses (FIP's memory), to tell forgetting on the
-    protected inputs from forgetting on unseen ones;
-    `a_after["a_answered_with_b"]` is the share of A's test glosses answered
-    with a class of B.
+    `a_before` and `a_after` add task A's accuracy on its own training
+    glosses (FIP's memory) before and after B, to tell forgetting on the
+    protected inputs from forgetting on unseen ones, and its test accuracy
+    within A's classes and the share of its test glosses answered with a
+    class of B (`a_test_breakdown`), to tell forgetting from confusion with
+    the new classes.
     """
     return {"a_before": float(matrix[0, 0]), "a_after": float(matrix[1, 0]),
-            "b_after": float(matrix[1, 1]),
-            "a_train_before": a_train_before, **a_after}
+            "b_after": float(matrix[1, 1]), **a_before, **a_after}
 
 
 def method_table(results, heading, columns, row):
@@ -341,6 +369,7 @@ def report(results, args):
         return [f"{two['a_before']:.3f}", f"{two['a_after']:.3f}",
                 f"{100 * (two['a_after'] - two['a_before']):+.1f} pts",
                 f"{two['a_train_before']:.3f} → {two['a_train_after']:.3f}",
+                f"{two['a_within_a_before']:.3f} → {two['a_within_a']:.3f}",
                 f"{two['a_answered_with_b']:.3f}",
                 f"{two['b_after']:.3f}",
                 f"{two['b_after'] / finetune_b:.2f}" if finetune_b else "-"]
@@ -349,11 +378,15 @@ def report(results, args):
         results, "## Two tasks (A = animal/plant, B = food/artifact)",
         ["A before B", "A after B", "change",
          "A on its training glosses (FIP's memory)",
-         "A test glosses answered with a B class", "B after B",
+         "A within A's classes", "A test glosses answered with a B class",
+         "B after B",
          "B / fine-tuning's B"], two_task_cells)
     for upto, accs in results.get("joint", {}).items():
+        a_test = results.get("joint_a_test", {}).get(upto)
+        breakdown = (f"{a_test['a_within_a']:.3f} | "
+                     f"{a_test['a_answered_with_b']:.3f}" if a_test else " | ")
         lines.append(f"| joint (tasks 0-{int(upto) - 1}) | | "
-                     f"{accs[0]:.3f} | | | | {accs[1]:.3f} | |")
+                     f"{accs[0]:.3f} | | | {breakdown} | {accs[1]:.3f} | |")
     tasks = args.tasks
     lines += method_table(
         results, f"## {tasks} tasks",
@@ -413,11 +446,12 @@ def main(argv=None):
         stream = stream.holdout(0.2)
     stream_classes = stream.num_classes
     results = {"backend": keras.backend.backend(), "keras": keras.__version__,
-               "settings": vars(args), "methods": {}, "joint": {}}
+               "settings": vars(args), "methods": {}, "joint": {},
+               "joint_a_test": {}}
     os.makedirs(args.out, exist_ok=True)
     started = time.time()
     begin = time.time()
-    first_row, a_train_before, weights, start = learn_first_task(stream, args)
+    first_row, a_before, weights, start = learn_first_task(stream, args)
     print(f"task 0 learned by fine-tuning in {time.time() - begin:.0f} s:"
           f" accuracy {first_row[0]:.3f}", flush=True)
     runs = [(m, None) for m in args.methods
@@ -432,7 +466,7 @@ def main(argv=None):
         seconds = time.time() - begin
         results["methods"][name] = {
             "matrix": matrix.tolist(),
-            "two_task": two_task(matrix, a_train_before, a_after),
+            "two_task": two_task(matrix, a_before, a_after),
             "summary": continual_metrics.summary(matrix),
             "new_task_mean": float(np.mean(np.diag(matrix)[1:])),
             "weight_space": changes,
@@ -443,9 +477,11 @@ def main(argv=None):
     if "joint" in args.methods:
         for upto in sorted({2, args.tasks}):
             begin = time.time()
-            results["joint"][str(upto)] = joint(stream, args, upto)
+            accuracies, a_test = joint(stream, args, upto)
+            results["joint"][str(upto)] = accuracies
+            results["joint_a_test"][str(upto)] = a_test
             print(f"joint over {upto} tasks: {time.time() - begin:.0f} s "
-                  f"{np.round(results['joint'][str(upto)], 3)}", flush=True)
+                  f"{np.round(accuracies, 3)} {a_test}", flush=True)
     results["seconds"] = time.time() - started
     results["num_classes"] = stream_classes
     with open(os.path.join(args.out, "results.json"), "w") as f:
