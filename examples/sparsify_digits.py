@@ -21,9 +21,12 @@ magnitude threshold) by
 λ = 10, the ramp and the cut were chosen with `--eval validation`
 (see the README); the test split was not used to choose them.
 
-`--eval validation` holds out the last 20 % of the training data and
-reports accuracy on it (use it to choose settings); `--eval test` (default)
-trains on all training data and reports the test split.
+`--eval validation` holds out the last 20 % of the training data (`--fold
+k`: the k-th fifth, for cross-validation) and reports accuracy on it (use it
+to choose settings); `--eval test` (default) trains on all training data and
+reports the test split. `--distance` sets FIP's output distance D and
+`--ft-learning-rate` masked fine-tuning's Adam rate, so both methods can be
+tuned the same way.
 
     KERAS_BACKEND=torch python examples/sparsify_digits.py
     python examples/sparsify_digits.py --eval validation --strength 1
@@ -87,6 +90,11 @@ def parse_args(argv=None):
     parser.add_argument("--step-norm", type=float, default=0.01, help="ε")
     parser.add_argument("--beta", type=float, default=1.0,
                         help="weight of the training loss in the FIP step")
+    parser.add_argument("--distance", default="bhattacharyya",
+                        choices=list(keras_fip.distances.DISTANCES),
+                        help="FIP's output-space distance D on the memory")
+    parser.add_argument("--ft-learning-rate", type=float, default=1e-3,
+                        help="Adam learning rate of masked fine-tuning")
     parser.add_argument("--ramp", type=float, default=0.25,
                         help="fraction of the budget over which the target "
                              "sparsity rises from 0 to s")
@@ -101,6 +109,10 @@ def parse_args(argv=None):
                              "cut for FIP (its step length is then lr * eps)")
     parser.add_argument("--eval", choices=["test", "validation"],
                         default="test")
+    parser.add_argument("--fold", type=int, default=4,
+                        help="with --eval validation: which fifth of the "
+                             "training data is held out (0-4; 4, the last "
+                             "fifth, by default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results")
     args = parser.parse_args(argv)
@@ -108,14 +120,20 @@ def parse_args(argv=None):
         parser.error("--steps must be >= 1")
     if not all(0 <= s < 1 for s in args.sparsities):
         parser.error("--sparsities must lie in [0, 1)")
+    if not 0 <= args.fold <= 4:
+        parser.error("--fold must be 0, 1, 2, 3 or 4")
+    if args.ft_learning_rate <= 0:
+        parser.error("--ft-learning-rate must be > 0")
     return args
 
 
 def load(args):
     x, y, xt, yt = keras_fip.datasets.digits.load_digits_split()
     if args.eval == "validation":
-        cut = int(0.8 * len(y))
-        return x[:cut], y[:cut], x[cut:], y[cut:]
+        bounds = np.linspace(0, len(y), 6).astype(int)
+        held = np.arange(bounds[args.fold], bounds[args.fold + 1])
+        kept = np.setdiff1d(np.arange(len(y)), held)
+        return x[kept], y[kept], x[held], y[held]
     return x, y, xt, yt
 
 
@@ -144,8 +162,9 @@ def prune(method, name, weights, target, data, args):
     if method in ("magnitude", "magnitude+ft"):
         sparsity.prune_low_magnitude(model, target)
     if method == "magnitude+ft":
-        rate = (keras.optimizers.schedules.CosineDecay(1e-3, args.steps)
-                if args.decay else 1e-3)
+        rate = args.ft_learning_rate
+        if args.decay:
+            rate = keras.optimizers.schedules.CosineDecay(rate, args.steps)
         model.compile(optimizer=sparsity.MaskedOptimizer(
             keras.optimizers.Adam(rate)), loss=loss())
         model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
@@ -165,6 +184,7 @@ def prune(method, name, weights, target, data, args):
             keras.optimizers.SGD(learning_rate=rate),
             memory=keras_fip.Memory(len(y), seed=args.seed),
             memory_batch_size=64, beta=args.beta, step_norm=args.step_norm,
+            distance=args.distance,
             sparse_target=sparsity.SparseTarget(
                 schedule, strength=args.strength, hard_mask_step=hard))
         model.compile(optimizer=fip, loss=loss())
