@@ -109,7 +109,7 @@ def parse_args(argv=None):
                              "cut for FIP (its step length is then lr * eps)")
     parser.add_argument("--eval", choices=["test", "validation"],
                         default="test")
-    parser.add_argument("--fold", type=int, default=4,
+    parser.add_argument("--fold", type=int, default=None,
                         help="with --eval validation: which fifth of the "
                              "training data is held out (0-4; 4, the last "
                              "fifth, by default)")
@@ -120,6 +120,11 @@ def parse_args(argv=None):
         parser.error("--steps must be >= 1")
     if not all(0 <= s < 1 for s in args.sparsities):
         parser.error("--sparsities must lie in [0, 1)")
+    if args.fold is not None and args.eval != "validation":
+        parser.error("--fold chooses the held-out fifth of --eval "
+                     "validation; add --eval validation or drop --fold")
+    if args.fold is None:
+        args.fold = 4
     if not 0 <= args.fold <= 4:
         parser.error("--fold must be 0, 1, 2, 3 or 4")
     if args.ft_learning_rate <= 0:
