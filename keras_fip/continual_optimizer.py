@@ -185,19 +185,18 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
         projected values. Called only when `_has_projection()`."""
         return new_values
 
-    def _needs_old_values(self):
-        return self._has_after_update() or self._has_projection()
-
     def _old_value_indices(self):
         """Indices of the variables whose pre-step values the step needs.
 
         Every one when `_after_update` is used; otherwise those `_project`
         reads (`_projected_indices`), so a projection onto a few variables
-        does not copy the whole network each step.
+        does not copy the whole network each step; none without either hook.
         """
         if self._has_after_update():
             return frozenset(range(len(self._trainable_variables)))
-        return frozenset(self._projected_indices())
+        if self._has_projection():
+            return frozenset(self._projected_indices())
+        return frozenset()
 
     def _projected_indices(self):
         """Indices of the variables `_project` reads old values of (all)."""
@@ -213,9 +212,9 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
             ops.zeros_like(v) if g is None else fip_backend.to_dense(g)
             for g, v in zip(grads, variables)
         ]
+        needed = self._old_value_indices()
         old = None
-        if self._needs_old_values():
-            needed = self._old_value_indices()
+        if needed:
             old = [ops.copy(v.value) if i in needed else None
                    for i, v in enumerate(variables)]
         direction = self._direction(grads, [v.value for v in variables],
