@@ -18,6 +18,7 @@ EXAMPLES = {
     "Memory": keras_fip.Memory,
     "EvalSets": keras_fip.evaluation.EvalSets,
     "TaskStream.holdout": keras_fip.datasets.TaskStream.holdout,
+    "TaskStream.map_inputs": keras_fip.datasets.TaskStream.map_inputs,
     "distances": distances,
     "continual_metrics": continual_metrics,
     "class_balanced_keep": memory_selection.class_balanced_keep,

@@ -71,3 +71,21 @@ def test_holdout_replaces_test_sets_with_training_tails():
         stream.holdout(1.0)
     with pytest.raises(ValueError, match="too few"):
         stream.holdout(0.01)
+
+
+def test_map_inputs_reshapes_every_task_and_keeps_labels():
+    x = np.arange(80, dtype="float32").reshape(20, 4)
+    y = np.arange(20) % 4
+    stream = TaskStream.split_by_class(x, y, x[:8], y[:8],
+                                       classes_per_task=2, name="toy")
+    images = stream.map_inputs(lambda a: a.reshape(-1, 2, 2, 1))
+    assert images.name == "toy" and len(images) == len(stream)
+    for original, mapped in zip(stream, images):
+        assert mapped.x_train.shape == (len(original.y_train), 2, 2, 1)
+        np.testing.assert_array_equal(
+            mapped.x_test.reshape(len(mapped.x_test), -1), original.x_test)
+        np.testing.assert_array_equal(mapped.y_train, original.y_train)
+        assert mapped.classes == original.classes
+    assert stream[0].x_train.shape[1:] == (4,)  # the original is unchanged
+    with pytest.raises(ValueError, match="map each sample to one sample"):
+        stream.map_inputs(lambda a: a[:1])

@@ -111,6 +111,43 @@ class TaskStream:
                 x_test=task.x_train[cut:], y_test=task.y_train[cut:]))
         return TaskStream(tasks, name=self.name + "/holdout")
 
+    def map_inputs(self, function, name=None):
+        """A stream whose training and test inputs are `function(x)`.
+
+        For a model that reads the same data in another shape, e.g. the
+        flat 64-pixel digits as 8×8×1 images for a `ViTImageClassifier`:
+
+        ```python
+        import keras_fip
+        stream = keras_fip.datasets.split_digits()
+        images = stream.map_inputs(lambda x: x.reshape(-1, 8, 8, 1))
+        assert images[0].x_test.shape[1:] == (8, 8, 1)
+        ```
+
+        Args:
+            function: maps an array of inputs (samples first) to an array
+                with the same number of samples.
+            name: the new stream's name (default: this one's).
+
+        Returns:
+            A new `TaskStream`; labels, classes and this stream are
+            unchanged.
+        """
+        tasks = []
+        for task in self.tasks:
+            x_train, x_test = function(task.x_train), function(task.x_test)
+            for split, before, after in (("training", task.x_train, x_train),
+                                         ("test", task.x_test, x_test)):
+                if len(after) != len(before):
+                    raise ValueError(
+                        f"`function` turned the {len(before)} {split} "
+                        f"inputs of task {task.name!r} into {len(after)}; "
+                        "it must map each sample to one sample."
+                    )
+            tasks.append(dataclasses.replace(task, x_train=x_train,
+                                             x_test=x_test))
+        return TaskStream(tasks, name=name or self.name)
+
     @property
     def num_classes(self):
         """One more than the largest label of any task."""
