@@ -154,42 +154,60 @@ def test_minilm_helper_explains_a_missing_package(monkeypatch):
         keras_fip.hub.minilm_preset_path()
 
 
-def test_vit_image_classifier_keeps_the_first_digits_task(digits_stream):
+def test_vit_image_classifier_keeps_the_first_digits_task(digits_stream,
+                                                          tmp_path):
+    """A ViT with its preprocessor (8×8 digits upsampled to 16×16)."""
     import keras
 
-    def images(x):
-        return x.reshape(-1, 8, 8, 1)
+    stream = digits_stream.map_inputs(lambda x: x.reshape(-1, 8, 8, 1))
 
     def run(fip):
         keras.utils.set_random_seed(0)
         backbone = keras_hub.models.ViTBackbone(
-            image_shape=(8, 8, 1), patch_size=(2, 2), num_layers=1,
+            image_shape=(16, 16, 1), patch_size=(4, 4), num_layers=1,
             hidden_dim=32, num_heads=2, mlp_dim=64)
+        preprocessor = keras_hub.models.ViTImageClassifierPreprocessor(
+            image_converter=keras_hub.layers.ViTImageConverter(
+                image_size=(16, 16), scale=2.0, offset=-1.0))
         model = keras_hub.models.ViTImageClassifier(
-            backbone=backbone, num_classes=10, preprocessor=None)
+            backbone=backbone, num_classes=10, preprocessor=preprocessor)
         optimizer = keras.optimizers.Adam(1e-3)
         if fip:
             optimizer = keras_fip.FIPOptimizer(
                 optimizer, memory=keras_fip.Memory(40), memory_batch_size=16)
         model.compile(optimizer=optimizer, loss=keras.losses.
                       SparseCategoricalCrossentropy(from_logits=True))
-        tasks = digits_stream.tasks[:2]
+        tasks = stream.tasks[:2]
         matrix = keras_fip.callbacks.AccuracyMatrix(
-            [(images(t.x_test), t.y_test) for t in tasks])
+            [(t.x_test, t.y_test) for t in tasks])
         for task_id, task in enumerate(tasks):
-            x = images(task.x_train)
             callbacks = [matrix]
             if fip:
                 callbacks.append(keras_fip.callbacks.TaskBoundary(
-                    task_id, x, task.y_train))
-            model.fit(x, task.y_train, epochs=6, batch_size=32, verbose=0,
-                      callbacks=callbacks)
-        return matrix.matrix
+                    task_id, task.x_train, task.y_train))
+            model.fit(task.x_train, task.y_train, epochs=10, batch_size=32,
+                      verbose=0, callbacks=callbacks)
+        return model, matrix.matrix
 
-    fip, finetune = run(True), run(False)
+    (model, fip), (_, finetune) = run(True), run(False)
     assert fip[0, 0] > 0.9
-    assert fip[1, 0] > finetune[1, 0] + 0.5  # fine-tuning forgets task 0
-    assert fip[1, 1] > 0.5
+    assert fip[1, 0] > 0.85  # FIP keeps task 0 ...
+    assert finetune[1, 0] < 0.2  # ... which fine-tuning forgets
+    assert fip[1, 1] > 0.8
+    # The memory holds the preprocessed (upsampled, rescaled) images.
+    images = model.optimizer.memory.stored()[0]
+    assert images.shape[1:] == (16, 16, 1)
+    assert images.min() < -0.5 and images.max() <= 1.0 + 1e-6
+
+    path = str(tmp_path / "vit_fip.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    keras_fip.saving.restore_optimizer(loaded, path)
+    np.testing.assert_array_equal(loaded.optimizer.memory.stored()[0], images)
+    x = stream[0].x_test[:8]
+    np.testing.assert_allclose(
+        keras_fip.evaluation.predict_outputs(loaded, x),
+        keras_fip.evaluation.predict_outputs(model, x), rtol=1e-5, atol=1e-5)
 
 
 def test_bert_encoder_kernels_sparsify_along_an_fip_and_stay_sparse(tmp_path):
