@@ -325,12 +325,11 @@ def joint(stream, args, upto):
     """
     keras.utils.set_random_seed(args.seed)
     model = load_minilm(args, stream.num_classes)
-    x, y = stream.joint(upto)
+    # Shuffled: a KerasHub model with a preprocessor ignores fit's
+    # shuffle=True, and the joint data is sorted by task.
+    x, y = stream.joint(upto, seed=args.seed)
     compile_for(model, "finetune", args, len(y))
-    # A KerasHub model with a preprocessor ignores fit's shuffle=True, and
-    # the joint data is sorted by task: shuffle it here.
-    order = np.random.default_rng(args.seed).permutation(len(y))
-    fit(model, x[order], y[order], args)
+    fit(model, x, y, args)
     accuracies = keras_fip.evaluation.EvalSets(stream).accuracies(
         model, tasks=range(upto))
     return accuracies, a_test_breakdown(model, stream)

@@ -64,13 +64,27 @@ class TaskStream:
         """`[(x_test, y_test), ...]`, one pair per task."""
         return [(t.x_test, t.y_test) for t in self.tasks]
 
-    def joint(self, upto=None):
-        """All training data of the first `upto` tasks (default: all)."""
+    def joint(self, upto=None, seed=None):
+        """All training data of the first `upto` tasks (default: all).
+
+        Args:
+            upto: how many tasks, from the first.
+            seed: if given, the samples are shuffled with this seed;
+                otherwise they come task after task. Shuffle for a KerasHub
+                model with a preprocessor: its `fit` turns arrays into a
+                `tf.data.Dataset` and ignores `shuffle=True`, so sorted data
+                would be learned one task after the other.
+
+        Returns:
+            `(x, y)`.
+        """
         tasks = self.tasks[: len(self.tasks) if upto is None else upto]
-        return (
-            np.concatenate([t.x_train for t in tasks]),
-            np.concatenate([t.y_train for t in tasks]),
-        )
+        x = np.concatenate([t.x_train for t in tasks])
+        y = np.concatenate([t.y_train for t in tasks])
+        if seed is None:
+            return x, y
+        order = np.random.default_rng(seed).permutation(len(y))
+        return x[order], y[order]
 
     def holdout(self, fraction=0.2):
         """A stream for choosing settings: each task's test set is replaced.
