@@ -13,7 +13,9 @@ from keras_fip import distances
 from keras_fip import hub
 from keras_fip import saving
 from keras_fip import sparsity
+from keras_fip import terms
 from keras_fip import weight_space
+from keras_fip.continual_optimizer import ContinualOptimizer
 from keras_fip.fip_optimizer import FIPOptimizer
 from keras_fip.memory import Memory
 from keras_fip.stream_training import StreamResult
@@ -21,6 +23,7 @@ from keras_fip.stream_training import fit_stream
 from keras_fip.version import __version__
 
 __all__ = [
+    "ContinualOptimizer",
     "FIPOptimizer",
     "Memory",
     "StreamResult",
@@ -34,5 +37,6 @@ __all__ = [
     "hub",
     "saving",
     "sparsity",
+    "terms",
     "weight_space",
 ]

@@ -1,55 +1,112 @@
-"""`ContinualOptimizer`: the wrapper every continual-learning method shares.
+"""`ContinualOptimizer`: an inner Keras optimizer plus a chain of terms.
 
-A continual optimizer wraps a Keras optimizer (the `LossScaleOptimizer`
-pattern): each step it turns the gradient `fit` computed into a *direction*
-(`_direction`, written with `keras.ops`, run inside the compiled step) and
-hands that to the inner optimizer. Between tasks, `TaskBoundary` calls its
-host-side hooks `begin_task`, `end_epoch` and `end_task`. Its own state
-(`_extra_variables`) lives in Keras variables, so compiled steps see updates,
-JAX threads it through `stateless_apply` and `.keras` files keep it.
+Every continual-learning method in keras_fip is one class, this one, with
+a different list of direction terms (`keras_fip.terms`). Each step, inside
+Keras's compiled train step, it
+
+1. builds a `keras_fip.step.Step` from the gradient ∇L that `fit` computed
+   and the weights w;
+2. asks every term whether it acts this step (`activity`): `step.active`
+   is true when any non-modifier term does;
+3. runs the one loop d ← term(d, step) over the terms in order, from
+   d = ∇L (modifiers such as β and the ε-normalisation follow
+   `step.active`, so with nothing to protect the step is exactly the inner
+   optimizer's);
+4. hands d to the inner optimizer (Adam, SGD, ...), which applies it with
+   its own learning rate, momentum, clipping, weight decay and EMA;
+5. lets the terms that project (a hard sparsity mask) map the new weights,
+   and those that observe (SI) see the step.
+
+Like `keras.optimizers.LossScaleOptimizer` it wraps its inner optimizer:
+learning rate and iteration count are the inner optimizer's, and its
+`variables` are its own (the terms'), then the task life cycle's
+(`keras_fip.task_cycle.TaskCycle`: task ids, memory, model-state snapshot),
+then the inner optimizer's, so Keras's stateless JAX step, `tf.function`,
+`LossScaleOptimizer` and `.keras` files all see one flat list.
+
+The optimizer keeps only a weak reference to the model it trains (set by
+`TaskBoundary`, `remember_task` or `bind`), so Keras's loader, which walks
+everything reachable from the optimizer, never walks back into the model.
+
+Changing the model: the optimizer and its memory are built for one set of
+variables and one output shape. Freezing a layer after the first task, or
+growing the head, is refused with a message; freeze before compiling and
+allocate one output per class of every task, or compile again with a new
+optimizer that keeps the memory (`FIPOptimizer(Adam(), memory=old.memory)`).
 """
 
-import math
+import weakref
 
 import keras
 from keras import ops
 
 from keras_fip import backend as fip_backend
+from keras_fip import version
+from keras_fip.checks import check_positive_int
+from keras_fip.memory import Memory
+from keras_fip.step import Step
+from keras_fip.task_cycle import Task
+from keras_fip.task_cycle import TaskCycle
+from keras_fip.terms.base import DirectionTerm
 
 
-def _check_number(name, value, allow_none=False, positive=False):
-    """Validates a finite hyper-parameter; returns it as a float."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"`{name}` must be a number; got {value!r}.")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(
-            f"`{name}` must be a finite number {bound}; got {value}."
-        )
-    return value
+def _any(flags):
+    """The logical OR of Python and traced booleans (`False` if none)."""
+    flags = [f for f in flags if f is not None]
+    if any(f is True for f in flags):
+        return True
+    traced = [f for f in flags if f is not False]
+    if not traced:
+        return False
+    result = traced[0]
+    for flag in traced[1:]:
+        result = ops.logical_or(result, flag)
+    return result
 
 
+@keras.saving.register_keras_serializable(package="keras_fip")
 class ContinualOptimizer(keras.optimizers.Optimizer):
-    """Base class: an inner optimizer plus a per-step direction.
-
-    Subclasses implement `_direction(grads, values, variables)` (values in
-    the order of `variables`, the optimizer's trainable variables) and may
-    override `_build_own`, `_extra_variables`, `_after_update`, `_project`
-    (with `_projected_indices`: the variables it reads old values of) and
-    the task hooks. They never see the batch: what they need from old tasks
-    lives in their own state.
+    """A Keras optimizer whose direction is built by a chain of terms.
 
     Args:
         inner_optimizer: the `keras.optimizers.Optimizer` that applies the
             direction (Adam, SGD, AdamW, ...).
+        terms: the `keras_fip.terms.DirectionTerm`s, applied in order.
+        memory: a `keras_fip.Memory` for terms that use old tasks' inputs
+            (FIP, replay), or `None`.
+        memory_batch_size: memory samples drawn per step (shared by every
+            term that uses the memory).
+        anchors: when the memory's anchor outputs are taken:
+            `"task_start"` (every stored sample, when a task begins) or
+            `"stored"` (each sample's, when its task ended).
+        holds: `"finished_tasks"` (the memory keeps finished tasks'
+            samples) or `"current_task"` (LwF: the new task's inputs).
         name: the optimizer's name.
+
+    Example:
+
+    ```python
+    import keras, numpy as np, keras_fip
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    optimizer = keras_fip.ContinualOptimizer(
+        keras.optimizers.Adam(1e-3),
+        terms=[keras_fip.terms.Invariance(),
+               keras_fip.terms.StepNorm(0.01)],
+        memory=keras_fip.Memory(40))
+    model.compile(optimizer=optimizer,
+                  loss=keras.losses.SparseCategoricalCrossentropy(
+                      from_logits=True))
+    x, y = np.random.rand(32, 8).astype("float32"), np.arange(32) % 4
+    model.fit(x, y, verbose=0,
+              callbacks=[keras_fip.callbacks.TaskBoundary(0, x, y)])
+    ```
     """
 
-    def __init__(self, inner_optimizer, name=None, **kwargs):
+    def __init__(self, inner_optimizer, terms=(), memory=None,
+                 memory_batch_size=32, anchors="task_start",
+                 holds="finished_tasks", name=None, **kwargs):
         cls = type(self).__name__
+        kwargs.pop("keras_fip_version", None)
         if kwargs:
             raise ValueError(
                 f"{cls} does not take `{'`, `'.join(kwargs)}`. Set learning "
@@ -64,39 +121,67 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
         if isinstance(inner_optimizer, ContinualOptimizer):
             raise ValueError(
                 f"{cls} cannot wrap another continual optimizer "
-                f"({type(inner_optimizer).__name__})."
+                f"({type(inner_optimizer).__name__}): give one optimizer "
+                "all the terms instead."
             )
+        if memory is not None and not isinstance(memory, Memory):
+            raise TypeError(
+                f"`memory` must be a keras_fip.Memory; got {memory!r}."
+            )
+        terms = list(terms)
+        for term in terms:
+            if not isinstance(term, DirectionTerm):
+                raise TypeError(
+                    "Every term must be a keras_fip.terms.DirectionTerm "
+                    f"(subclass it to write your own); got {term!r}."
+                )
+        memory_batch_size = check_positive_int("memory_batch_size",
+                                               memory_batch_size)
         super().__init__(learning_rate=0.0, name=name)
+        self.memory_batch_size = memory_batch_size
         self.inner_optimizer = inner_optimizer
-        self._model = None
-        # Set when a step was traced before the state it needs existed:
-        # TaskBoundary then traces the train function again.
-        self.traced_without_memory = False
+        self.terms = terms
+        self.task_cycle = TaskCycle(memory, anchors=anchors, holds=holds)
+        self._model_ref = None
+        self._traced = False
 
     # ------------------------------------------------------------------
     # State
     # ------------------------------------------------------------------
+    @property
+    def memory(self):
+        """The `keras_fip.Memory` of protected inputs (or `None`)."""
+        return self.task_cycle.memory
+
+    @property
+    def anchors(self):
+        """`"task_start"` or `"stored"` (see `keras_fip.task_cycle`)."""
+        return self.task_cycle.anchors
+
+    @property
+    def memory_loss(self):
+        """The last step's loss of the first memory term (a variable)."""
+        from keras_fip.terms.memory_term import MemoryTerm
+
+        term = self.find_term(MemoryTerm)
+        return None if term is None else term.last_loss
+
+    def find_term(self, cls):
+        """The first term that is a `cls` instance, or `None`."""
+        return next((t for t in self.terms if isinstance(t, cls)), None)
+
     def build(self, var_list):
         if self.built:
             return
-        self._build_own(var_list)
-        self.inner_optimizer.build(var_list)
         super().build(var_list)
-
-    def _build_own(self, var_list):
-        """Creates the subclass's variables (`self.add_variable...`)."""
-
-    def _extra_variables(self):
-        """State kept outside `self._variables` (e.g. a memory's)."""
-        return []
-
-    @property
-    def _own_variables(self):
-        return self._variables + self._extra_variables()
+        for term in self.terms:
+            term.build(self, var_list)
+        self.inner_optimizer.build(var_list)
 
     @property
     def variables(self):
-        return self._own_variables + self.inner_optimizer.variables
+        return (self._variables + self.task_cycle.variables
+                + self.inner_optimizer.variables)
 
     @property
     def learning_rate(self):
@@ -116,157 +201,140 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
     # ------------------------------------------------------------------
     # The model
     # ------------------------------------------------------------------
-    def bind(self, model):
-        """Tells the optimizer which model it trains (`TaskBoundary` does).
+    def bind(self, model, sample_inputs=None):
+        """Tells the optimizer which model it trains and builds its state.
+
+        `TaskBoundary` calls it when `fit` starts (before the step is
+        traced, before Keras fixes variable shardings); `remember_task`
+        too. Only a weak reference to the model is kept.
 
         Args:
             model: the compiled Keras model this optimizer trains.
+            sample_inputs: inputs as the model's call takes them, to build
+                the memory from (needed once, if it is not built).
         """
         if not isinstance(model, keras.Model):
             raise TypeError(f"bind() needs a keras.Model; got {model!r}.")
-        self._model = model
+        self._model_ref = weakref.ref(model)
+        if self.built:
+            self._check_variables(model)
+        created = self.task_cycle.bind(model, sample_inputs)
+        if created and self._traced:
+            # A step traced before the memory existed has no memory branch.
+            model.train_function = None
+            self._traced = False
 
     def _require_model(self):
-        if self._model is None:
+        model = None if self._model_ref is None else self._model_ref()
+        if model is None:
             raise ValueError(
                 f"{type(self).__name__} has task state but no model to run "
                 "it through. Pass keras_fip.callbacks.TaskBoundary(...) to "
                 "fit(), or call `optimizer.bind(model)` before training."
             )
-        return self._model
+        return model
 
-    def _model_order(self, trainable_variables):
-        """Index into `trainable_variables` of each model trainable var."""
-        position = {id(v): i for i, v in enumerate(trainable_variables)}
-        order = []
-        for v in self._require_model().trainable_variables:
-            if id(v) not in position:
-                raise ValueError(
-                    f"The model's trainable variable {v.path!r} is not among "
-                    "the variables this optimizer updates: the model changed "
-                    "(new layers, or `trainable` flags) after compile. Call "
-                    "`model.compile(...)` again."
-                )
-            order.append(position[id(v)])
-        return order
+    def _check_variables(self, model):
+        known = {id(v) for v in self._trainable_variables}
+        new = [v.path for v in model.trainable_variables
+               if id(v) not in known]
+        if new:
+            raise ValueError(
+                f"The model has trainable variables this "
+                f"{type(self).__name__} was not built for ({new[:3]}): "
+                "layers were added or unfrozen after the optimizer was "
+                "built. Compile again with a new optimizer that keeps the "
+                "memory, e.g. keras_fip.FIPOptimizer(keras.optimizers.Adam("
+                "), memory=old.memory)."
+            )
 
     # ------------------------------------------------------------------
-    # Task hooks (host side, called by keras_fip.callbacks.TaskBoundary)
+    # The task life cycle (host side)
     # ------------------------------------------------------------------
     def begin_task(self, model, task_id, x, y=None):
-        """Called when `fit` starts on task `task_id`."""
-        self.bind(model)
+        """Starts (or resumes) task `task_id`: `TaskBoundary` calls it when
+        `fit` starts. See `keras_fip.task_cycle` for what it does."""
+        self.bind(model, x)
+        task = Task(task_id, x, y)
+        if self.task_cycle.begin(model, task, self._step_count()):
+            for term in self.terms:
+                term.begin_task(self, model, task)
 
-    def end_epoch(self, epoch):
-        """Called after every epoch."""
+    def _step_count(self):
+        return int(ops.convert_to_numpy(self.iterations))
+
+    def begin_epoch(self, epoch):
+        """Called when an epoch starts (reshuffles the memory)."""
+        self.task_cycle.begin_epoch(epoch)
 
     def end_task(self, model, task_id, x, y=None):
-        """Called when `fit` ends on task `task_id`."""
+        """Ends task `task_id` (once): its samples join the memory and the
+        terms consolidate (EWC's Fisher, SI's importance)."""
+        if not self.built:
+            self.build(model.trainable_variables)
+        task = Task(task_id, x, y)
+        if self.task_cycle.end(model, task, self._step_count()):
+            for term in self.terms:
+                term.end_task(self, model, task)
 
     # ------------------------------------------------------------------
     # The step
     # ------------------------------------------------------------------
-    def _direction(self, grads, values, variables):
-        raise NotImplementedError
-
-    def _after_update(self, grads, old_values, new_values):
-        """Sees each step's gradient and weight change (e.g. for SI)."""
-
-    def _has_after_update(self):
-        return type(self)._after_update is not ContinualOptimizer._after_update
-
-    def _has_projection(self):
-        """Whether `_project` constrains the weights (off by default)."""
-        return False
-
-    def _project(self, old_values, new_values):
-        """Maps each step's new weights onto a constraint set (e.g. a
-        sparsity mask), given the weights before the step; returns the
-        projected values. Called only when `_has_projection()`."""
-        return new_values
-
     def _old_value_indices(self):
-        """Indices of the variables whose pre-step values the step needs.
+        """Indices of the variables whose pre-step values the step needs:
+        every one for an observing term, else those a projection reads."""
+        needed = set()
+        every = frozenset(range(len(self._trainable_variables)))
+        for term in self.terms:
+            if term.observes:
+                return every
+            if term.projects:
+                indices = term.projected_indices()
+                needed |= every if indices is None else set(indices)
+        return frozenset(needed)
 
-        Every one when `_after_update` is used; otherwise those `_project`
-        reads (`_projected_indices`), so a projection onto a few variables
-        does not copy the whole network each step; none without either hook.
-        """
-        if self._has_after_update():
-            return frozenset(range(len(self._trainable_variables)))
-        if self._has_projection():
-            return frozenset(self._projected_indices())
-        return frozenset()
-
-    def _projected_indices(self):
-        """Indices of the variables `_project` reads old values of (all)."""
-        return range(len(self._trainable_variables))
+    def _direction(self, step):
+        """The one loop: d ← term(d, step) over the terms in order."""
+        step.active = _any(term.activity(step) for term in self.terms)
+        direction = list(step.grads)
+        for term in self.terms:
+            direction = list(term(direction, step))
+        return direction
 
     def apply(self, grads, trainable_variables=None):
         if not self.built:
             with keras.name_scope(self.name, caller=self):
                 self.build(trainable_variables)
             self.built = True
+        self._traced = True
         variables = list(trainable_variables or self._trainable_variables)
         grads = [
             ops.zeros_like(v) if g is None else fip_backend.to_dense(g)
             for g, v in zip(grads, variables)
         ]
-        needed = self._old_value_indices()
-        old = None
-        if needed:
-            old = [ops.copy(v.value) if i in needed else None
-                   for i, v in enumerate(variables)]
-        direction = self._direction(grads, [v.value for v in variables],
-                                    variables)
-        self.inner_optimizer.apply(direction, trainable_variables)
-        if old is None:
+        values = [v.value for v in variables]
+        model = None if self._model_ref is None else self._model_ref()
+        step = Step(self, grads, values, variables, model)
+        needed = {step.indices.index(i) for i in self._old_value_indices()
+                  if i in step.indices}
+        old = [ops.copy(value) if j in needed else None
+               for j, value in enumerate(values)]
+        direction = self._direction(step)
+        self.inner_optimizer.apply(direction, variables)
+        if not needed:
             return
-        if self._has_projection():
-            current = [v.value for v in variables]
-            projected = self._project(old, current)
-            for variable, value, before in zip(variables, projected, current):
-                if value is not before:
-                    variable.assign(value)
-        if self._has_after_update():
-            self._after_update(grads, old, [v.value for v in variables])
-
-    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
-        if not self.built:
-            raise ValueError(
-                f"To call `stateless_apply`, {type(self).__name__} must be "
-                "built: call `optimizer.build(trainable_variables)` first."
-            )
-        own = self._own_variables
-        own_values = optimizer_variables[: len(own)]
-        inner_values = optimizer_variables[len(own) :]
-        variables = self._trainable_variables
-        grads = [
-            ops.zeros_like(v) if g is None else g
-            for g, v in zip(grads, trainable_variables)
-        ]
-        # The step count too, so a direction may depend on the step.
-        counter = [
-            (v, value) for v, value in zip(self.inner_optimizer.variables,
-                                           inner_values)
-            if v is self.inner_optimizer.iterations
-        ]
-        with keras.StatelessScope(
-            state_mapping=list(zip(own, own_values)) + counter
-        ) as scope:
-            direction = self._direction(grads, list(trainable_variables),
-                                        variables)
-            new_trainable, new_inner = self.inner_optimizer.stateless_apply(
-                inner_values, direction, trainable_variables
-            )
-            if self._has_projection():
-                new_trainable = self._project(list(trainable_variables),
-                                              list(new_trainable))
-            if self._has_after_update():
-                self._after_update(grads, list(trainable_variables),
-                                   list(new_trainable))
-        new_own = [scope.get_current_value(v) for v in own]
-        return new_trainable, new_own + list(new_inner)
+        new = [v.value for v in variables]
+        for term in self.terms:
+            if term.projects:
+                projected = term.project(old, new, step)
+                for variable, value, before in zip(variables, projected,
+                                                   new):
+                    if value is not before:
+                        variable.assign(value)
+                new = [v.value for v in variables]
+        for term in self.terms:
+            if term.observes:
+                term.observe(grads, old, new)
 
     # ------------------------------------------------------------------
     # Saving
@@ -277,22 +345,53 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
                 f"Cannot restore {type(self).__name__} {self.name!r}: the "
                 f"file holds {len(store.keys())} optimizer variables but "
                 f"this optimizer has {len(self.variables)}. Its memory, "
-                "settings or inner optimizer differ from the saved one."
+                "settings or inner optimizer differ from the saved one, or "
+                "the file was written by keras_fip older than 0.2 (whose "
+                "memory layout differs; this is keras_fip "
+                f"{version.__version__}): retrain, or load it with the "
+                "release that wrote it."
             )
         super().load_own_variables(store)
 
-    def get_config(self):
-        return {
+    def _base_config(self):
+        """The config every optimizer shares (presets add their args)."""
+        config = {
             "name": self.name,
             "inner_optimizer": keras.saving.serialize_keras_object(
-                self.inner_optimizer
-            ),
+                self.inner_optimizer),
+            "state_spec": self.task_cycle.state_spec,
+            "keras_fip_version": version.__version__,
         }
+        if self.memory is not None:
+            config.update(memory=self.memory.get_config(),
+                          memory_batch_size=self.memory_batch_size)
+        return config
+
+    def get_config(self):
+        config = self._base_config()
+        config.update(
+            terms=[keras.saving.serialize_keras_object(t)
+                   for t in self.terms],
+            anchors=self.anchors,
+            holds=self.task_cycle.holds,
+        )
+        return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        inner = keras.saving.deserialize_keras_object(
-            config.pop("inner_optimizer"), custom_objects=custom_objects
-        )
-        return cls(inner, **config)
+        state_spec = config.pop("state_spec", None)
+        config["inner_optimizer"] = keras.saving.deserialize_keras_object(
+            config["inner_optimizer"], custom_objects=custom_objects)
+        if config.get("memory") is not None:
+            config["memory"] = Memory.from_config(config["memory"])
+        if "terms" in config:
+            config["terms"] = [
+                keras.saving.deserialize_keras_object(
+                    t, custom_objects=custom_objects)
+                for t in config["terms"]]
+        optimizer = cls(**config)
+        if state_spec is not None:
+            # The model-state snapshot a saved optimizer had.
+            optimizer.task_cycle._build_state(state_spec)
+        return optimizer

@@ -12,36 +12,54 @@ between the network and its anchor (by default the network at the start of
 the task) on a batch of protected inputs from a `Memory`; near the anchor D
 is the quadratic form of g. The direction handed to the inner optimizer is
 
-    d = β ∇L(w) + ∇_w Σ_{x ∈ memory batch} D(f(x; w), f(x; w₀)),
+    d = β ∇L(w) + ∇_w Σ_{x ∈ memory batch} D(f(x; w), f(x; w₀)) + Σ_j ∇O_j(w),
 
-∇L being the gradient `model.fit` computed for the new task. With a
-`sparse_target` (`keras_fip.sparsity.SparseTarget`) the pull λ (w − P_s(w))
-toward the magnitude-pruned network is added: the sparsification path. With
-`step_norm=ε`, d is rescaled to global L2 norm ε (`SGD(learning_rate=1.0)`
-then moves exactly ε per step, as the reference sparsification does).
+∇L being the gradient `model.fit` computed for the new task and O_j the
+weight-space objectives (a pull toward a sparse network, toward another
+network, ...). With `step_norm=ε`, d is rescaled to global L2 norm ε
+(`SGD(learning_rate=1.0)` then moves exactly ε per step).
+
+`FIPOptimizer` is a preset: a `ContinualOptimizer` with the terms
+`[ScaleGradient(β), Invariance(distance, reduction), *objectives,
+StepNorm(ε)]`.
 """
 
 import keras
-from keras import ops
 
-from keras_fip import distances
-from keras_fip.continual_optimizer import _check_number
-from keras_fip.memory_optimizer import MemoryOptimizer
-from keras_fip.memory_optimizer import global_norm
-from keras_fip.sparsity.sparse_target import SparseTarget
+from keras_fip.continual_optimizer import ContinualOptimizer
+from keras_fip.memory import memory_or_default
+from keras_fip.terms.base import DirectionTerm
+from keras_fip.terms.invariance import Invariance
+from keras_fip.terms.scale import ScaleGradient
+from keras_fip.terms.step_norm import StepNorm
 
-REDUCTIONS = ("sum", "mean")
-ANCHORS = ("task_start", "stored")
+
+def _objectives(objectives, sparse_target):
+    objectives = list(objectives or [])
+    if isinstance(sparse_target, dict):
+        sparse_target = keras.saving.deserialize_keras_object(sparse_target)
+    if sparse_target is not None:
+        objectives.append(sparse_target)
+    objectives = [keras.saving.deserialize_keras_object(o)
+                  if isinstance(o, dict) else o for o in objectives]
+    for objective in objectives:
+        if not isinstance(objective, DirectionTerm):
+            raise TypeError(
+                "FIP's objectives must be keras_fip.terms.DirectionTerm "
+                "instances such as keras_fip.sparsity.SparseTarget(0.9) or "
+                f"keras_fip.terms.TowardWeights(...); got {objective!r}."
+            )
+    return objectives
 
 
 @keras.saving.register_keras_serializable(package="keras_fip")
-class FIPOptimizer(MemoryOptimizer):
+class FIPOptimizer(ContinualOptimizer):
     """Wraps a Keras optimizer so each step keeps the protected outputs.
 
     Use it with `model.compile` and the default `fit` loop; the callback
     `keras_fip.callbacks.TaskBoundary` manages the memory between tasks. With
-    an empty (or not yet anchored) memory the step is exactly the inner
-    optimizer's.
+    an empty (or not yet anchored) memory and no objective the step is
+    exactly the inner optimizer's.
 
     Args:
         inner_optimizer: the `keras.optimizers.Optimizer` that applies the
@@ -61,9 +79,13 @@ class FIPOptimizer(MemoryOptimizer):
         memory_batch_size: protected inputs drawn per step.
         step_norm: ε. `None` (default) hands the direction over as it is;
             a number > 0 rescales it to that global L2 norm first.
-        sparse_target: a `keras_fip.sparsity.SparseTarget`: walk toward a
-            magnitude-sparse network (sparsification). Its pull applies
-            from the first step, memory or not (then d = β ∇L + pull).
+        objectives: weight-space secondary objectives, a list of
+            `keras_fip.terms.DirectionTerm` (e.g.
+            `keras_fip.sparsity.SparseTarget`: walk toward a magnitude-sparse
+            network; `keras_fip.terms.TowardWeights`: toward another
+            network). They act from the first step, memory or not (then
+            d = β ∇L + Σ ∇O_j).
+        sparse_target: shorthand for `objectives=[sparse_target]`.
         anchors: which outputs a protected input x is kept near.
             `"task_start"` (default, the reference code): every stored
             sample is re-anchored when a task begins, D(f(x; w), f(x; w₀))
@@ -101,154 +123,74 @@ class FIPOptimizer(MemoryOptimizer):
         from_logits=True,
         memory_batch_size=32,
         step_norm=None,
+        objectives=None,
         sparse_target=None,
         anchors="task_start",
         name=None,
         **kwargs,
     ):
-        distances.get(distance)
-        if isinstance(sparse_target, dict):
-            sparse_target = keras.saving.deserialize_keras_object(
-                sparse_target)
-        if sparse_target is not None and not isinstance(sparse_target,
-                                                        SparseTarget):
-            raise TypeError(
-                "`sparse_target` must be a keras_fip.sparsity.SparseTarget; "
-                f"got {sparse_target!r}."
-            )
-        if reduction not in REDUCTIONS:
-            raise ValueError(
-                f"Unknown reduction {reduction!r}. Expected 'sum' (the "
-                "reference code) or 'mean'."
-            )
-        if anchors not in ANCHORS:
-            raise ValueError(
-                f"Unknown anchors {anchors!r}. Expected 'task_start' "
-                "(re-anchor every stored sample when a task begins, the "
-                "reference code) "
-                "or 'stored' (keep the outputs each sample had when its task "
-                "ended)."
-            )
-        super().__init__(inner_optimizer, memory=memory,
-                         memory_batch_size=memory_batch_size, name=name,
-                         **kwargs)
-        self._initial_beta = _check_number("beta", beta)
-        self._initial_step_norm = _check_number(
-            "step_norm", step_norm, allow_none=True, positive=True
-        )
-        self.distance = distance
-        self.reduction = reduction
-        self.from_logits = bool(from_logits)
-        self.sparse_target = sparse_target
-        self.anchors = anchors
+        scale = ScaleGradient(beta)
+        invariance = Invariance(distance, reduction, from_logits)
+        objectives = _objectives(objectives, sparse_target)
+        norm = None if step_norm is None else StepNorm(step_norm)
+        terms = [scale, invariance, *objectives]
+        if norm is not None:
+            terms.append(norm)
+        super().__init__(
+            inner_optimizer, terms=terms, memory=memory_or_default(memory),
+            memory_batch_size=memory_batch_size, anchors=anchors,
+            name=name, **kwargs)
+        self._scale = scale
+        self._invariance = invariance
+        self._step_norm = norm
+        self.objectives = objectives
+
+    @property
+    def beta(self):
+        """β, a Keras variable once the optimizer is built."""
+        return self._scale.beta if self.built else self._scale.current()
+
+    @property
+    def step_norm(self):
+        """ε, or `None` when the direction is not rescaled."""
+        if self._step_norm is None:
+            return None
+        return self._step_norm.epsilon if self.built else \
+            self._step_norm.current()
+
+    @property
+    def distance(self):
+        return self._invariance.distance
+
+    @property
+    def reduction(self):
+        return self._invariance.reduction
+
+    @property
+    def from_logits(self):
+        return self._invariance.from_logits
 
     @property
     def refresh_anchors(self):
         """Whether a task start re-anchors every stored sample."""
         return self.anchors == "task_start"
 
-    def _build_own(self, var_list):
-        super()._build_own(var_list)
-        if self.sparse_target is not None:
-            self.sparse_target.build(self, var_list)
-        self._beta = self.add_variable(
-            shape=(), dtype="float32", name="beta",
-            initializer=keras.initializers.Constant(self._initial_beta),
-        )
-        self._step_norm = self.add_variable(
-            shape=(), dtype="float32", name="step_norm",
-            initializer=keras.initializers.Constant(
-                self._initial_step_norm or 0.0
-            ),
-        )
-
-    @property
-    def beta(self):
-        """β, a Keras variable once the optimizer is built."""
-        return self._beta if self.built else self._initial_beta
-
-    @property
-    def step_norm(self):
-        """ε, or `None` when the direction is not rescaled."""
-        if self._initial_step_norm is None:
-            return None
-        return self._step_norm if self.built else self._initial_step_norm
-
     @property
     def invariance_loss(self):
         """The invariance term D of the last step (a Keras variable)."""
-        return self.memory_loss
-
-    def _check_outputs(self, shape):
-        distances.check_output_shape(self.distance, shape)
-
-    def _memory_loss(self, outputs, anchors, labels):
-        per_sample = distances.get(self.distance)(
-            outputs, anchors, from_logits=self.from_logits
-        )
-        if self.reduction == "sum":
-            return ops.sum(per_sample)
-        return ops.mean(per_sample)
-
-    def _scaled(self, grads):
-        beta = self._beta.value
-        return [ops.cast(beta, g.dtype) * g for g in grads]
-
-    def _normalised(self, direction):
-        """`direction` rescaled to global L2 norm ε (if `step_norm` is set)."""
-        if self._initial_step_norm is None:
-            return direction
-        factor = self._step_norm.value / ops.maximum(
-            global_norm(direction), 1e-12
-        )
-        return [ops.cast(factor, d.dtype) * d for d in direction]
-
-    def _combine(self, grads, memory_grads):
-        """d = β ∇L + ∇D, rescaled to global norm ε when `step_norm` is set."""
-        direction = [g + m for g, m in zip(self._scaled(grads), memory_grads)]
-        if self.sparse_target is not None:
-            return direction  # normalised after the sparse pull
-        return self._normalised(direction)
-
-    def _without_memory(self, grads):
-        if self.sparse_target is None:
-            return super()._without_memory(grads)
-        return self._scaled(grads)
-
-    def _direction(self, grads, values, variables):
-        direction = super()._direction(grads, values, variables)
-        if self.sparse_target is None:
-            return direction
-        direction = self.sparse_target.pull(direction, values,
-                                            self.iterations.value)
-        return self._normalised(direction)
-
-    def _has_projection(self):
-        return (self.sparse_target is not None
-                and self.sparse_target.hard_mask_step is not None)
-
-    def _project(self, old_values, new_values):
-        return self.sparse_target.project(old_values, new_values)
-
-    def _projected_indices(self):
-        return self.sparse_target.chosen_indices
+        return self._invariance.last_loss
 
     def get_config(self):
-        config = super().get_config()
-        beta, step_norm = self._initial_beta, self._initial_step_norm
-        if self.built:
-            beta = float(ops.convert_to_numpy(self._beta))
-            if step_norm is not None:
-                step_norm = float(ops.convert_to_numpy(self._step_norm))
+        config = self._base_config()
         config.update(
-            beta=beta,
+            beta=self._scale.current(),
             distance=self.distance,
             reduction=self.reduction,
             from_logits=self.from_logits,
-            step_norm=step_norm,
+            step_norm=(None if self._step_norm is None
+                       else self._step_norm.current()),
             anchors=self.anchors,
+            objectives=[keras.saving.serialize_keras_object(o)
+                        for o in self.objectives],
         )
-        if self.sparse_target is not None:
-            config["sparse_target"] = keras.saving.serialize_keras_object(
-                self.sparse_target)
         return config

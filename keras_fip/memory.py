@@ -10,10 +10,10 @@ it (its variables are saved with the optimizer that owns it).
 Filling (host side, between tasks): `add(x, y)` keeps `capacity // C` samples
 of each of the C classes seen so far (free slots go to classes with more
 samples), or does reservoir sampling when there are no labels. `consolidate`
-then recomputes the anchor outputs of every stored input with the model as it
-is now, and snapshots the model's non-trainable state (BatchNorm statistics,
-seed states) for the memory's forward passes: under JAX, `fit` purges the
-model's own variables during an epoch, so the optimizer cannot read them.
+then computes the anchor outputs of the stored inputs with the model as it
+is now; outputs that are not finite are refused, so a diverged network never
+poisons the memory. When a task's samples are added or anchored is not the
+memory's business: the optimizer's `keras_fip.task_cycle.TaskCycle` decides.
 
 Sampling (inside the compiled step): `next_batch` walks a permutation of the
 stored samples, `batch_size` at a time, so each pass sees every sample once;
@@ -168,10 +168,6 @@ class Memory:
                 for a in leaves
             ],
             "outputs": {"shape": list(outputs.shape[1:])},
-            "model_state": [
-                {"shape": list(v.shape), "dtype": v.dtype}
-                for v in model.non_trainable_variables
-            ],
         }
         self._build_from_spec(spec)
 
@@ -192,10 +188,6 @@ class Memory:
         self.num_active = variable((), "int32", "num_active")
         self.cursor = variable((), "int32", "cursor")
         self.num_seen = variable((), "int32", "num_seen")
-        self.anchor_task = variable((), "int32", "anchor_task")
-        self.committed_task = variable((), "int32", "committed_task")
-        self.anchor_task.assign(-1)
-        self.committed_task.assign(-1)
         self.order = variable((cap,), "int32", "order")
         self.labels = variable((cap,), "int32", "labels")
         self.task_ids = variable((cap,), "int32", "task_ids")
@@ -208,11 +200,7 @@ class Memory:
         self.anchor_outputs = variable(
             (cap, *spec["outputs"]["shape"]), "float32", "anchor_outputs"
         )
-        self.model_state = [
-            variable(tuple(s["shape"]), s["dtype"], f"model_state_{i}")
-            for i, s in enumerate(spec["model_state"])
-        ]
-        self.spec = spec
+        self.spec = {k: spec[k] for k in ("input_keys", "inputs", "outputs")}
 
     @property
     def inputs(self):
@@ -335,36 +323,35 @@ class Memory:
         self.num_active.assign(0)  # anchors are stale until consolidate
         self.shuffle()
 
-    def consolidate(self, model, batch_size=256, refresh=True):
+    def consolidate(self, model, batch_size=256, refresh=True, tasks=()):
         """Anchors the stored samples on the model as it is now.
 
-        Computes anchor outputs (inference mode) and snapshots the model's
-        non-trainable state for the memory's forward passes.
+        Computes the anchor outputs (inference mode) of the samples that
+        need them and activates the memory.
 
         Args:
             model: the protected model.
             batch_size: the batch size of the anchor forward passes.
             refresh: `True` re-anchors every sample (FIP: the anchor is the
                 network at the start of the task); `False` anchors only the
-                samples added since (DER keeps the outputs a sample had
+                samples not anchored yet (DER keeps the outputs a sample had
                 when it was stored).
+            tasks: with `refresh=False`, the ids of tasks whose samples are
+                re-anchored too.
+
+        Raises:
+            ValueError: the model's outputs on some stored inputs are not
+                finite (NaN or inf); the memory is left as it was.
         """
         self._require_built("consolidate")
-        state = model.non_trainable_variables
-        if len(state) != len(self.model_state) or any(
-            tuple(v.shape) != tuple(s.shape)
-            for v, s in zip(state, self.model_state)
-        ):
-            raise ValueError(
-                "The model's non-trainable variables do not match the ones "
-                "this memory was built for; a memory belongs to one model. "
-                "Build a new Memory for a different model."
-            )
-        for snapshot, v in zip(self.model_state, state):
-            snapshot.assign(ops.copy(v.value))
         n = self.size
         flags = ops.convert_to_numpy(self.anchored)
-        todo = np.arange(n) if refresh else np.flatnonzero(flags[:n] == 0)
+        if refresh:
+            todo = np.arange(n)
+        else:
+            task_ids = ops.convert_to_numpy(self.task_ids)[:n]
+            todo = np.flatnonzero((flags[:n] == 0)
+                                  | np.isin(task_ids, list(tasks)))
         if len(todo):
             leaves = [
                 ops.convert_to_numpy(v)[todo] for v in self._input_variables
@@ -376,14 +363,35 @@ class Memory:
                     [a[start : start + batch_size] for a in leaves],
                 )
                 outputs.append(ops.convert_to_numpy(_call_model(model, batch)))
+            outputs = np.concatenate(outputs)
+            bad = ~np.isfinite(outputs.reshape(len(todo), -1)).all(axis=1)
+            if bad.any():
+                raise ValueError(
+                    f"The model's outputs on {int(bad.sum())} of "
+                    f"{len(todo)} memory inputs are not finite (NaN or "
+                    "inf): the network diverged (non-finite task data, or a "
+                    "learning rate too high). They were not stored as "
+                    "anchors; the memory is as it was. Restore the weights "
+                    "of a finite network (a checkpoint) and train again."
+                )
             anchors = ops.convert_to_numpy(self.anchor_outputs).copy()
-            anchors[todo] = np.concatenate(outputs)
+            anchors[todo] = outputs
             self.anchor_outputs.assign(anchors)
             flags = flags.copy()
             flags[todo] = 1
             self.anchored.assign(flags)
         self.num_active.assign(n)
         self.cursor.assign(0)
+
+    def state(self):
+        """A NumPy copy of every variable (for `restore`)."""
+        self._require_built("read")
+        return [np.array(ops.convert_to_numpy(v)) for v in self._variables]
+
+    def restore(self, state):
+        """Writes back what `state()` returned."""
+        for v, value in zip(self._variables, state):
+            v.assign(value)
 
     def shuffle(self, salt=0):
         """Draws a new sampling order of the stored samples (NumPy)."""
@@ -460,6 +468,11 @@ class Memory:
             f"<Memory capacity={self.capacity} stored={self.size} "
             f"active={self.is_active}>"
         )
+
+
+def memory_or_default(memory):
+    """`memory`, or a new `Memory(capacity=200)` when it is `None`."""
+    return Memory(capacity=200) if memory is None else memory
 
 
 def _call_model(model, inputs):

@@ -1,3 +1,3 @@
 """The keras_fip version."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -11,6 +11,7 @@ from conftest import make_mlp
 from conftest import sparse_ce
 from conftest import toy_tasks
 from keras_fip import baselines
+from keras_fip.step import Step
 
 JIT = BACKEND != "torch"
 ALL = {
@@ -84,7 +85,7 @@ def test_agem_direction_never_opposes_the_memory_gradient():
              rng.normal(size=(4,)).astype("float32")]
         m = [rng.normal(size=(3, 4)).astype("float32"),
              rng.normal(size=(4,)).astype("float32")]
-        d = [ops.convert_to_numpy(t) for t in agem._combine(
+        d = [ops.convert_to_numpy(t) for t in baselines.GradientProjectionTerm().combine(
             [ops.convert_to_tensor(t) for t in g],
             [ops.convert_to_tensor(t) for t in m])]
         overlap = sum(np.sum(a * b) for a, b in zip(g, m))
@@ -131,7 +132,8 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_quadratic_away():
     variables = model.trainable_variables
     zeros = [ops.zeros(v.shape) for v in variables]
     values = [ops.convert_to_tensor(ops.convert_to_numpy(v)) for v in variables]
-    direction = ewc._direction(zeros, values, variables)
+    step = Step(ewc, zeros, values, variables)
+    direction = ewc.terms[0](zeros, step)
     for d, f, dl in zip(direction, fisher, delta):
         np.testing.assert_allclose(ops.convert_to_numpy(d), 10.0 * f * 2 * dl,
                                    rtol=1e-4, atol=1e-7)
@@ -152,7 +154,7 @@ def test_si_importance_is_path_integral_over_squared_displacement():
 
     capture = Capture()
     model.fit(*task0, batch_size=8, epochs=2, shuffle=False, verbose=0,
-              callbacks=[keras_fip.callbacks.TaskBoundary(0, *task0), capture])
+              callbacks=[capture, keras_fip.callbacks.TaskBoundary(0, *task0)])
     end = _weights(model)
     # Plain SGD: each step adds lr·g² ≥ 0 to ω.
     assert all((o >= -1e-7).all() for o in capture.omega)

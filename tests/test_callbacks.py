@@ -112,7 +112,7 @@ def test_resuming_a_task_keeps_the_anchor():
     nxt = keras_fip.callbacks.TaskBoundary(2, *task1)
     nxt.set_model(model)
     nxt.on_train_begin()  # a new task re-anchors on the current network
-    assert int(ops.convert_to_numpy(fip.memory.anchor_task)) == 2
+    assert int(ops.convert_to_numpy(fip.task_cycle.current_task)) == 2
 
 
 def test_first_task_without_boundary_then_with_one_retraces():

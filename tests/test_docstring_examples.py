@@ -15,6 +15,11 @@ from keras_fip.sparsity import schedules
 
 EXAMPLES = {
     "FIPOptimizer": keras_fip.FIPOptimizer,
+    "ContinualOptimizer": keras_fip.ContinualOptimizer,
+    "terms": keras_fip.terms.base,
+    **{f"terms.{name}": getattr(keras_fip.terms, name)
+       for name in keras_fip.terms.__all__ if name != "MemoryTerm"
+       and name != "DirectionTerm"},
     "Memory": keras_fip.Memory,
     "EvalSets": keras_fip.evaluation.EvalSets,
     "TaskStream.holdout": keras_fip.datasets.TaskStream.holdout,

@@ -98,6 +98,8 @@ def _task0_anchors_after_task1(anchors):
                                           anchors=anchors)
     inputs, _, _, at_task0_end = fip.memory.stored()
     _fit(model, *task1, callbacks=[keras_fip.callbacks.TaskBoundary(1, *task1)])
+    # Anchors are taken when the next task begins.
+    fip.begin_task(model, 2, *task1)
     now_inputs, _, tasks, now_anchors = fip.memory.stored()
     assert set(tasks) == {0, 1}
     # Match the task-0 samples still kept to the rows stored after task 0.
@@ -195,7 +197,7 @@ def test_keras_file_round_trip_resumes_with_the_memory(tmp_path):
     assert isinstance(restored, keras_fip.FIPOptimizer)
     for a, b in zip(fip.memory.stored(), restored.memory.stored()):
         np.testing.assert_array_equal(a, b)
-    assert int(ops.convert_to_numpy(restored.memory.anchor_task)) == 1
+    assert int(ops.convert_to_numpy(restored.task_cycle.current_task)) == 1
     assert int(ops.convert_to_numpy(restored.iterations)) == int(
         ops.convert_to_numpy(fip.iterations)
     )

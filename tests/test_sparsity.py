@@ -73,7 +73,7 @@ def test_sparse_fip_steps_have_length_eps_and_close_the_gap():
     keras_fip.callbacks.remember_task(model, 0, x, y)
     before = [ops.convert_to_numpy(v) for v in model.trainable_variables]
     model.fit(x[:16], y[:16], batch_size=16, epochs=1, verbose=0,
-              callbacks=[keras_fip.callbacks.TaskBoundary(1, x[:16], y[:16])])
+              callbacks=[keras_fip.callbacks.TaskBoundary(1, x, y)])
     after = [ops.convert_to_numpy(v) for v in model.trainable_variables]
     step = np.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(after, before)))
     np.testing.assert_allclose(step, 0.01, rtol=1e-3)
@@ -107,12 +107,12 @@ def test_pruning_stop_hard_mask_and_saved_zeros(tmp_path):
     loaded = keras.saving.load_model(path)
     zeros = sum(int((k == 0).sum()) for k in _kernels(loaded))
     assert zeros == report["zeros"]
-    restored = loaded.optimizer.sparse_target
+    restored = loaded.optimizer.find_term(sparsity.SparseTarget)
     assert isinstance(restored.schedule, sparsity.PolynomialDecay)
     assert restored.schedule.final_sparsity == 0.9
     np.testing.assert_allclose(
         ops.convert_to_numpy(restored.threshold),
-        ops.convert_to_numpy(fip.sparse_target.threshold))
+        ops.convert_to_numpy(fip.find_term(sparsity.SparseTarget).threshold))
 
 
 def _drift(model, x, anchor):
@@ -156,7 +156,7 @@ def test_hard_mask_step_walks_an_fip_inside_the_sparse_subspace(tmp_path):
     path = str(tmp_path / "hard.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
-    restored = loaded.optimizer.sparse_target
+    restored = loaded.optimizer.find_term(sparsity.SparseTarget)
     assert restored.hard_mask_step == 15
     assert float(ops.convert_to_numpy(restored.phase)) == 2.0
     for k, m in zip(_kernels(loaded), mask):

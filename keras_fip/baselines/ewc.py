@@ -6,57 +6,55 @@ from keras import ops
 
 from keras_fip import backend as fip_backend
 from keras_fip.baselines.losses import cross_entropy
-from keras_fip.baselines.quadratic_penalty import QuadraticPenaltyOptimizer
-from keras_fip.continual_optimizer import _check_number
+from keras_fip.baselines.quadratic_penalty import QuadraticPenaltyTerm
+from keras_fip.baselines.quadratic_penalty import read_all
+from keras_fip.baselines.quadratic_penalty import write_all
+from keras_fip.checks import check_number
+from keras_fip.continual_optimizer import ContinualOptimizer
 
 
 @keras.saving.register_keras_serializable(package="keras_fip")
-class EWCOptimizer(QuadraticPenaltyOptimizer):
-    """Online EWC: a quadratic pull toward old weights, by Fisher importance.
+class FisherPenaltyTerm(QuadraticPenaltyTerm):
+    """Online EWC's penalty: Ω ← γ Ω + F_t, w* ← w at each task's end.
 
-    d = ∇L + λ F ⊙ (w − w*). At the end of each task the diagonal empirical
-    Fisher F_t is estimated from squared mini-batch gradients of the task's
-    cross-entropy (as Avalanche's EWCPlugin does), then F ← γ F + F_t and
-    w* ← w. Kirkpatrick et al., "Overcoming catastrophic forgetting in
-    neural networks" (PNAS 2017); the online form with decay γ is Schwarz et
-    al., "Progress & Compress" (ICML 2018). λ = 100, γ = 1 are our defaults.
+    F_t is the diagonal empirical Fisher of the task, from squared
+    mini-batch gradients of its cross-entropy (as Avalanche's EWCPlugin).
 
     Args:
-        inner_optimizer: the optimizer to wrap.
         ewc_lambda: λ ≥ 0.
-        decay: γ in [0, 1], how much of the old Fisher is kept.
-        fisher_batches: at most this many batches of the task estimate F_t.
+        decay: γ in [0, 1].
+        fisher_batches: at most this many batches estimate F_t.
         batch_size: their batch size.
         from_logits: whether the model outputs logits.
-        name: the optimizer's name.
 
     Example:
 
     ```python
     import keras, keras_fip
-    opt = keras_fip.baselines.EWCOptimizer(keras.optimizers.Adam(1e-3))
+    optimizer = keras_fip.ContinualOptimizer(
+        keras.optimizers.Adam(1e-3),
+        terms=[keras_fip.baselines.FisherPenaltyTerm(ewc_lambda=10.0)])
     ```
     """
 
-    def __init__(self, inner_optimizer, ewc_lambda=100.0, decay=1.0,
-                 fisher_batches=16, batch_size=32, from_logits=True,
-                 name=None, **kwargs):
-        super().__init__(inner_optimizer, strength=ewc_lambda, name=name,
-                         **kwargs)
-        self.decay = _check_number("decay", decay)
+    def __init__(self, ewc_lambda=100.0, decay=1.0, fisher_batches=16,
+                 batch_size=32, from_logits=True):
+        super().__init__(ewc_lambda)
+        self.decay = check_number("decay", decay)
         if self.decay > 1:
             raise ValueError(f"`decay` must lie in [0, 1]; got {decay}.")
         self.fisher_batches = int(fisher_batches)
         self.batch_size = int(batch_size)
         self.from_logits = bool(from_logits)
 
-    def fisher(self, model, x, y):
+    def fisher(self, optimizer, model, x, y):
         """Diagonal empirical Fisher of the task, one array per variable."""
-        order = self._model_order(self._trainable_variables)
+        order = [optimizer._get_variable_index(v)
+                 for v in model.trainable_variables]
         values = [v.value for v in model.trainable_variables]
         state = [v.value for v in model.non_trainable_variables]
-        totals = [np.zeros(v.shape, "float64") for v in
-                  self._trainable_variables]
+        totals = [np.zeros(v.shape, "float64")
+                  for v in self._optimizer_variables]
         n = len(np.asarray(y))
         batches = 0
         for start in range(0, n, self.batch_size):
@@ -79,20 +77,75 @@ class EWCOptimizer(QuadraticPenaltyOptimizer):
             batches += 1
         return [t / max(batches, 1) for t in totals]
 
-    def end_task(self, model, task_id, x, y=None):
-        if y is None:
+    def end_task(self, optimizer, model, task):
+        if task.y is None:
             raise ValueError("EWC needs the task's labels to estimate Fisher.")
-        new = self.fisher(model, x, y)
-        old = self._read(self.importance)
-        self._write(self.importance,
-                    [self.decay * o + f for o, f in zip(old, new)])
-        self._write(self.anchor, self._weights())
+        new = self.fisher(optimizer, model, task.x, task.y)
+        old = read_all(self.importance)
+        write_all(self.importance,
+                  [self.decay * o + f for o, f in zip(old, new)])
+        write_all(self.anchor, self.weights())
 
     def get_config(self):
-        config = super().get_config()
-        config.pop("strength")
-        config.update(ewc_lambda=self.strength, decay=self.decay,
-                      fisher_batches=self.fisher_batches,
-                      batch_size=self.batch_size,
-                      from_logits=self.from_logits)
+        return {"ewc_lambda": self.strength, "decay": self.decay,
+                "fisher_batches": self.fisher_batches,
+                "batch_size": self.batch_size,
+                "from_logits": self.from_logits}
+
+
+@keras.saving.register_keras_serializable(package="keras_fip")
+class EWCOptimizer(ContinualOptimizer):
+    """Online EWC: a quadratic pull toward old weights, by Fisher importance.
+
+    d = ∇L + λ F ⊙ (w − w*). At the end of each task the diagonal empirical
+    Fisher F_t is estimated from squared mini-batch gradients of the task's
+    cross-entropy (as Avalanche's EWCPlugin does), then F ← γ F + F_t and
+    w* ← w. Kirkpatrick et al., "Overcoming catastrophic forgetting in
+    neural networks" (PNAS 2017); the online form with decay γ is Schwarz et
+    al., "Progress & Compress" (ICML 2018). λ = 100, γ = 1 are our defaults.
+    A preset over `FisherPenaltyTerm`.
+
+    Args:
+        inner_optimizer: the optimizer to wrap.
+        ewc_lambda: λ ≥ 0.
+        decay: γ in [0, 1], how much of the old Fisher is kept.
+        fisher_batches: at most this many batches of the task estimate F_t.
+        batch_size: their batch size.
+        from_logits: whether the model outputs logits.
+        name: the optimizer's name.
+
+    Example:
+
+    ```python
+    import keras, keras_fip
+    opt = keras_fip.baselines.EWCOptimizer(keras.optimizers.Adam(1e-3))
+    ```
+    """
+
+    def __init__(self, inner_optimizer, ewc_lambda=100.0, decay=1.0,
+                 fisher_batches=16, batch_size=32, from_logits=True,
+                 name=None, **kwargs):
+        penalty = FisherPenaltyTerm(ewc_lambda, decay, fisher_batches,
+                                    batch_size, from_logits)
+        super().__init__(inner_optimizer, terms=[penalty], name=name,
+                         **kwargs)
+        self._penalty = penalty
+
+    @property
+    def importance(self):
+        """The Fisher importance Ω (optimizer variables)."""
+        return self._penalty.importance
+
+    @property
+    def anchor(self):
+        """w*, the weights at the last task's end (optimizer variables)."""
+        return self._penalty.anchor
+
+    def penalty(self):
+        """(λ/2) Σ Ω (w − w*)² at the current weights (a float)."""
+        return self._penalty.penalty()
+
+    def get_config(self):
+        config = self._base_config()
+        config.update(self._penalty.get_config())
         return config

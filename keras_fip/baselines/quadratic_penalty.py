@@ -1,71 +1,61 @@
-"""Shared base of the weight-importance methods (EWC, SI)."""
+"""The quadratic penalty term shared by EWC and SI."""
 
 import numpy as np
 from keras import ops
 
-from keras_fip.continual_optimizer import ContinualOptimizer
-from keras_fip.continual_optimizer import _check_number
+from keras_fip.checks import check_number
+from keras_fip.terms.base import DirectionTerm
 
 
-class QuadraticPenaltyOptimizer(ContinualOptimizer):
-    """Adds the gradient of (λ/2) Σ_i Ω_i (w_i − w*_i)² to every step.
+def read_all(variables):
+    """NumPy copies of a list of variables."""
+    return [np.array(ops.convert_to_numpy(v)) for v in variables]
+
+
+def write_all(variables, arrays):
+    """Assigns each array to its variable (in the variable's dtype)."""
+    for v, a in zip(variables, arrays):
+        v.assign(np.asarray(a, dtype=v.dtype))
+
+
+class QuadraticPenaltyTerm(DirectionTerm):
+    """d ← d + λ Ω ⊙ (w − w*): the gradient of (λ/2) Σ_i Ω_i (w_i − w*_i)².
 
     Ω (importance) and w* (the weights at the last consolidation) are
     optimizer variables, zero until the first task ends, so the first task
     trains exactly as the inner optimizer. Subclasses decide how Ω is
-    estimated (`_consolidate`).
+    estimated (in `end_task`).
 
     Args:
-        inner_optimizer: the optimizer to wrap.
         strength: λ ≥ 0.
-        name: the optimizer's name.
     """
 
-    def __init__(self, inner_optimizer, strength, name=None, **kwargs):
-        super().__init__(inner_optimizer, name=name, **kwargs)
-        self.strength = _check_number("strength", strength)
+    def __init__(self, strength):
+        self.strength = check_number("strength", strength)
 
-    def _build_own(self, var_list):
-        self.importance = self.add_optimizer_variables(var_list, "importance")
-        self.anchor = self.add_optimizer_variables(var_list, "anchor")
+    def build(self, optimizer, variables):
+        self._optimizer_variables = list(variables)
+        self.importance = optimizer.add_optimizer_variables(variables,
+                                                            "importance")
+        self.anchor = optimizer.add_optimizer_variables(variables, "anchor")
 
-    def _direction(self, grads, values, variables):
+    def __call__(self, direction, step):
         strength = self.strength
         return [
-            g + ops.cast(strength, g.dtype) * omega.value * (w - star.value)
-            for g, w, omega, star in zip(grads, values, self.importance,
-                                         self.anchor)
+            d + ops.cast(strength, d.dtype) * self.importance[i].value * (
+                w - self.anchor[i].value)
+            for d, w, i in zip(direction, step.values, step.indices)
         ]
 
-    # Host-side helpers --------------------------------------------------
-    def _weights(self):
-        return [np.array(ops.convert_to_numpy(v)) for v in
-                self._trainable_variables]
-
-    @staticmethod
-    def _read(variables):
-        return [np.array(ops.convert_to_numpy(v)) for v in variables]
-
-    @staticmethod
-    def _write(variables, arrays):
-        for v, a in zip(variables, arrays):
-            v.assign(np.asarray(a, dtype=v.dtype))
+    def weights(self):
+        """The weights now (NumPy, the optimizer's variable order)."""
+        return read_all(self._optimizer_variables)
 
     def penalty(self):
         """(λ/2) Σ Ω (w − w*)² at the current weights (a float)."""
         return 0.5 * self.strength * float(sum(
             np.sum(omega * (w - star) ** 2)
-            for w, omega, star in zip(self._weights(),
-                                      self._read(self.importance),
-                                      self._read(self.anchor))
+            for w, omega, star in zip(self.weights(),
+                                      read_all(self.importance),
+                                      read_all(self.anchor))
         ))
-
-    def begin_task(self, model, task_id, x, y=None):
-        super().begin_task(model, task_id, x, y)
-        if not self.built:
-            self.build(model.trainable_variables)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(strength=self.strength)
-        return config

@@ -4,18 +4,56 @@ import keras
 from keras import ops
 
 from keras_fip.baselines.losses import cross_entropy
-from keras_fip.continual_optimizer import _check_number
-from keras_fip.memory_optimizer import MemoryOptimizer
+from keras_fip.checks import check_number
+from keras_fip.continual_optimizer import ContinualOptimizer
+from keras_fip.memory import memory_or_default
+from keras_fip.terms.memory_term import MemoryTerm
 
 
 @keras.saving.register_keras_serializable(package="keras_fip")
-class ReplayOptimizer(MemoryOptimizer):
+class ReplayTerm(MemoryTerm):
+    """d ← d + α ∇ CE(f(x_mem), y_mem): fit the stored labels too.
+
+    Args:
+        replay_weight: α ≥ 0.
+        from_logits: whether the model outputs logits.
+
+    Example:
+
+    ```python
+    import keras, keras_fip
+    optimizer = keras_fip.ContinualOptimizer(
+        keras.optimizers.Adam(1e-3),
+        terms=[keras_fip.baselines.ReplayTerm(0.5)],
+        memory=keras_fip.Memory(100))
+    ```
+    """
+
+    def __init__(self, replay_weight=1.0, from_logits=True):
+        self.replay_weight = check_number("replay_weight", replay_weight)
+        self.from_logits = bool(from_logits)
+
+    def loss(self, outputs, anchors, labels):
+        return cross_entropy(outputs, labels, self.from_logits)
+
+    def combine(self, direction, memory_grads):
+        return [d + ops.cast(self.replay_weight, d.dtype) * m
+                for d, m in zip(direction, memory_grads)]
+
+    def get_config(self):
+        return {"replay_weight": self.replay_weight,
+                "from_logits": self.from_logits}
+
+
+@keras.saving.register_keras_serializable(package="keras_fip")
+class ReplayOptimizer(ContinualOptimizer):
     """Experience replay: also fit the memory's stored labels each step.
 
     d = ∇L + α ∇ CE(f(x_mem), y_mem). Chaudhry et al., "On Tiny Episodic
     Memories in Continual Learning" (2019): a memory batch as large as the
     new-task batch and equal weight (α = 1), the defaults here. Uses the same
-    class-balanced `Memory` as FIP, so budgets match.
+    class-balanced `Memory` as FIP, so budgets match. A preset: a
+    `ContinualOptimizer` with the one term `ReplayTerm`.
 
     Args:
         inner_optimizer: the optimizer to wrap.
@@ -35,23 +73,14 @@ class ReplayOptimizer(MemoryOptimizer):
 
     def __init__(self, inner_optimizer, memory=None, memory_batch_size=32,
                  replay_weight=1.0, from_logits=True, name=None, **kwargs):
-        super().__init__(inner_optimizer, memory=memory,
-                         memory_batch_size=memory_batch_size, name=name,
-                         **kwargs)
-        self.replay_weight = _check_number("replay_weight", replay_weight)
-        self.from_logits = bool(from_logits)
-
-    def _memory_loss(self, outputs, anchors, labels):
-        return cross_entropy(outputs, labels, self.from_logits)
-
-    def _combine(self, grads, memory_grads):
-        return [
-            g + ops.cast(self.replay_weight, g.dtype) * m
-            for g, m in zip(grads, memory_grads)
-        ]
+        replay = ReplayTerm(replay_weight, from_logits)
+        super().__init__(
+            inner_optimizer, terms=[replay],
+            memory=memory_or_default(memory),
+            memory_batch_size=memory_batch_size, name=name, **kwargs)
+        self._replay = replay
 
     def get_config(self):
-        config = super().get_config()
-        config.update(replay_weight=self.replay_weight,
-                      from_logits=self.from_logits)
+        config = self._base_config()
+        config.update(self._replay.get_config())
         return config

@@ -4,12 +4,76 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_fip.baselines.quadratic_penalty import QuadraticPenaltyOptimizer
-from keras_fip.continual_optimizer import _check_number
+from keras_fip.baselines.quadratic_penalty import QuadraticPenaltyTerm
+from keras_fip.baselines.quadratic_penalty import read_all
+from keras_fip.baselines.quadratic_penalty import write_all
+from keras_fip.checks import check_number
+from keras_fip.continual_optimizer import ContinualOptimizer
 
 
 @keras.saving.register_keras_serializable(package="keras_fip")
-class SIOptimizer(QuadraticPenaltyOptimizer):
+class PathIntegralPenaltyTerm(QuadraticPenaltyTerm):
+    """SI's penalty: importance from each weight's share of the loss drop.
+
+    Every step ω ← ω − g ⊙ Δw (an observer); at a task's end
+    Ω ← Ω + max(ω, 0) / ((w − w_start)² + ξ), w* ← w, ω ← 0.
+
+    Args:
+        si_lambda: c ≥ 0.
+        damping: ξ > 0.
+
+    Example:
+
+    ```python
+    import keras, keras_fip
+    optimizer = keras_fip.ContinualOptimizer(
+        keras.optimizers.Adam(1e-3),
+        terms=[keras_fip.baselines.PathIntegralPenaltyTerm(si_lambda=1.0)])
+    ```
+    """
+
+    observes = True
+
+    def __init__(self, si_lambda=0.1, damping=0.1):
+        super().__init__(si_lambda)
+        self.damping = check_number("damping", damping, positive=True)
+
+    def build(self, optimizer, variables):
+        super().build(optimizer, variables)
+        self.path_integral = optimizer.add_optimizer_variables(variables,
+                                                               "omega")
+        self.task_start = optimizer.add_optimizer_variables(variables,
+                                                            "start")
+
+    def observe(self, grads, old_values, new_values):
+        for omega, g, old, new in zip(self.path_integral, grads, old_values,
+                                      new_values):
+            omega.assign(omega.value - ops.cast(g, omega.dtype) * (new - old))
+
+    def begin_task(self, optimizer, model, task):
+        if not optimizer.built:
+            optimizer.build(model.trainable_variables)
+        write_all(self.task_start, self.weights())
+
+    def end_task(self, optimizer, model, task):
+        w = self.weights()
+        omega = read_all(self.path_integral)
+        start = read_all(self.task_start)
+        importance = [
+            big + np.maximum(o, 0.0) / ((wi - s) ** 2 + self.damping)
+            for big, o, wi, s in zip(read_all(self.importance), omega, w,
+                                     start)
+        ]
+        write_all(self.importance, importance)
+        write_all(self.anchor, w)
+        write_all(self.path_integral, [np.zeros_like(o) for o in omega])
+
+    def get_config(self):
+        return {"si_lambda": self.strength, "damping": self.damping}
+
+
+@keras.saving.register_keras_serializable(package="keras_fip")
+class SIOptimizer(ContinualOptimizer):
     """SI: importance from each weight's contribution to the loss decrease.
 
     During a task every step adds ω ← ω − g ⊙ Δw (g the task gradient, Δw
@@ -18,6 +82,7 @@ class SIOptimizer(QuadraticPenaltyOptimizer):
     d = ∇L + c Ω ⊙ (w − w*). Zenke, Poole &
     Ganguli, "Continual Learning Through Synaptic Intelligence" (ICML 2017);
     c = 0.1 and ξ = 0.1 are our defaults (the paper tunes c per benchmark).
+    A preset over `PathIntegralPenaltyTerm`.
 
     Args:
         inner_optimizer: the optimizer to wrap.
@@ -35,39 +100,28 @@ class SIOptimizer(QuadraticPenaltyOptimizer):
 
     def __init__(self, inner_optimizer, si_lambda=0.1, damping=0.1, name=None,
                  **kwargs):
-        super().__init__(inner_optimizer, strength=si_lambda, name=name,
+        penalty = PathIntegralPenaltyTerm(si_lambda, damping)
+        super().__init__(inner_optimizer, terms=[penalty], name=name,
                          **kwargs)
-        self.damping = _check_number("damping", damping, positive=True)
+        self._penalty = penalty
 
-    def _build_own(self, var_list):
-        super()._build_own(var_list)
-        self.path_integral = self.add_optimizer_variables(var_list, "omega")
-        self.task_start = self.add_optimizer_variables(var_list, "start")
+    @property
+    def importance(self):
+        return self._penalty.importance
 
-    def _after_update(self, grads, old_values, new_values):
-        for omega, g, old, new in zip(self.path_integral, grads, old_values,
-                                      new_values):
-            omega.assign(omega.value - ops.cast(g, omega.dtype) * (new - old))
+    @property
+    def anchor(self):
+        return self._penalty.anchor
 
-    def begin_task(self, model, task_id, x, y=None):
-        super().begin_task(model, task_id, x, y)
-        self._write(self.task_start, self._weights())
+    @property
+    def path_integral(self):
+        return self._penalty.path_integral
 
-    def end_task(self, model, task_id, x, y=None):
-        w = self._weights()
-        omega = self._read(self.path_integral)
-        start = self._read(self.task_start)
-        importance = [
-            big + np.maximum(o, 0.0) / ((wi - s) ** 2 + self.damping)
-            for big, o, wi, s in zip(self._read(self.importance), omega, w,
-                                     start)
-        ]
-        self._write(self.importance, importance)
-        self._write(self.anchor, w)
-        self._write(self.path_integral, [np.zeros_like(o) for o in omega])
+    def penalty(self):
+        """(λ/2) Σ Ω (w − w*)² at the current weights (a float)."""
+        return self._penalty.penalty()
 
     def get_config(self):
-        config = super().get_config()
-        config.pop("strength")
-        config.update(si_lambda=self.strength, damping=self.damping)
+        config = self._base_config()
+        config.update(self._penalty.get_config())
         return config

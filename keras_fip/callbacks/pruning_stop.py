@@ -40,7 +40,10 @@ class PruningStop(keras.callbacks.Callback):
     def _target(self):
         optimizer = find_continual_optimizer(
             getattr(self.model, "optimizer", None))
-        target = getattr(optimizer, "sparse_target", None)
+        from keras_fip.sparsity.sparse_target import SparseTarget
+
+        target = None if optimizer is None else optimizer.find_term(
+            SparseTarget)
         if target is None:
             raise ValueError(
                 "PruningStop needs a model compiled with "

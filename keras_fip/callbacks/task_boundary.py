@@ -2,34 +2,106 @@
 
 import keras
 import numpy as np
+from keras import tree
 
 from keras_fip.evaluation import find_continual_optimizer
 from keras_fip.evaluation import model_inputs
 from keras_fip.evaluation import predict_outputs
 
 
+def _leaves(x):
+    """The arrays of `x` (an array, a list of strings, or a dict of them)."""
+    if isinstance(x, dict):
+        return [np.asarray(v) for v in tree.flatten(x)]
+    return [np.asarray(x)]
+
+
+def _check_data(task_id, x, y):
+    """Refuses task data the memory cannot store, with how to fix it."""
+    kind = type(x).__name__
+    if x is None or not (isinstance(x, (np.ndarray, list, tuple, dict))
+                         or hasattr(x, "__array__")):
+        raise TypeError(
+            f"TaskBoundary({task_id}, x, ...) needs the task's samples as "
+            f"arrays (what the memory stores); got a {kind}. For a "
+            "tf.data.Dataset, PyDataset or generator, give fit() the "
+            "dataset and TaskBoundary a sample of it as arrays, e.g. "
+            "x, y = next(iter(dataset.unbatch().batch(1000))) converted "
+            "with numpy."
+        )
+    leaves = _leaves(x)
+    sizes = {leaf.shape[0] if leaf.ndim else None for leaf in leaves}
+    if None in sizes or len(sizes) != 1:
+        raise ValueError(
+            f"Task {task_id}: every input array needs the same leading "
+            f"(sample) axis; got leading sizes {sorted(map(str, sizes))}."
+        )
+    n = sizes.pop()
+    if n == 0:
+        raise ValueError(
+            f"Task {task_id} has no samples (x is empty): a task needs at "
+            "least one sample to protect. Pass the task's training inputs."
+        )
+    for leaf in leaves:
+        if np.issubdtype(leaf.dtype, np.floating) and not np.isfinite(
+                leaf).all():
+            raise ValueError(
+                f"Task {task_id}'s inputs hold NaN or inf values "
+                f"({int((~np.isfinite(leaf)).sum())} of them): the network "
+                "would diverge and its outputs could not serve as anchors. "
+                "Clean or impute the data first."
+            )
+    if y is None:
+        return
+    labels = np.asarray(y)
+    if labels.shape[:1] != (n,):
+        raise ValueError(
+            f"Task {task_id} has {n} inputs but {labels.shape[0] if labels.ndim else 'no'} "
+            "labels: x and y must have the same number of samples."
+        )
+    if not (np.issubdtype(labels.dtype, np.integer)
+            or np.issubdtype(labels.dtype, np.floating)
+            or labels.dtype == bool):
+        raise TypeError(
+            f"Task {task_id}'s labels must be integer class ids (or one-hot "
+            f"rows); got {labels.dtype} values such as "
+            f"{labels.reshape(-1)[:3].tolist()}. Map them to ids first, "
+            "e.g. with keras.layers.StringLookup or numpy.unique("
+            "..., return_inverse=True)."
+        )
+
+
 class TaskBoundary(keras.callbacks.Callback):
     """Tells the model's continual optimizer where a task starts and ends.
 
-    Pass one to each task's `fit`. For `FIPOptimizer` (and the other memory
-    methods): when training begins it builds the memory if needed, binds the
-    model and, if the memory is not yet anchored for `task_id`,
-    *consolidates*: the network as it is now becomes the anchor w₀ of every
-    stored sample. After each epoch the memory's sampling order is
-    reshuffled. When training ends, the task's samples join the memory
-    (class-balanced) and are anchored too. Resuming a task (a second `fit`
-    with the same `task_id`, or after loading a `.keras` file) keeps the
-    existing anchor. Weight-space methods (EWC, SI) consolidate their
-    importance at the end of the task instead.
+    Pass one to each task's `fit`, listed first among the callbacks. For
+    `FIPOptimizer` (and the other memory methods): when `fit` starts it
+    builds the memory if needed (before the step is traced) and, for a new
+    `task_id`, *anchors* it once: the network as it is now becomes the
+    anchor w₀ of the stored samples. Each epoch after the first starts with
+    a new sampling order of the memory. When the last epoch ends the task's
+    samples join the memory (class-balanced), so a checkpoint written at
+    that epoch by a callback listed after this one holds the finished task;
+    `fit` ending early (`EarlyStopping`) ends the task too. Resuming a task
+    (a second `fit` with the same `task_id` and data, or after
+    `BackupAndRestore` or loading a `.keras` file) keeps the anchors.
+    Weight-space methods (EWC, SI) consolidate their importance when the
+    task ends instead.
 
     `x` is what `fit` is given: for a KerasHub task model with a
     `preprocessor` (raw strings, images) the memory stores the preprocessed
     features the model's forward pass takes.
 
     Args:
-        task_id: integer id of the task being trained (0, 1, ...).
-        x: the task's training inputs, as passed to `fit`.
-        y: the task's integer labels, or `None` for a reservoir memory.
+        task_id: integer id of the task being trained (0, 1, ...); ids
+            increase from task to task, and an id is reused only to resume
+            the same task.
+        x: the task's training inputs as arrays (an array, a dict of
+            arrays, or raw strings for a KerasHub model with a
+            preprocessor). Datasets and generators are refused: pass a
+            sample of them as arrays.
+        y: the task's integer labels (or one-hot rows), or `None` for a
+            reservoir memory.
 
     Example:
 
@@ -47,15 +119,19 @@ class TaskBoundary(keras.callbacks.Callback):
             raise ValueError(
                 f"`task_id` must be an integer >= 0; got {task_id!r}."
             )
+        _check_data(int(task_id), x, y)
         self.task_id = int(task_id)
         self.x = x
         self.y = y
         self._features = None
+        self._features_of = None
+        self._ended = False
 
     def _inputs(self, model):
         """The task's inputs as the model's forward pass takes them."""
-        if self._features is None:
+        if self._features_of is not model:
             self._features = model_inputs(model, self.x)
+            self._features_of = model
         return self._features
 
     def _optimizer(self, model):
@@ -74,14 +150,10 @@ class TaskBoundary(keras.callbacks.Callback):
         if self.y is None:
             return
         y = np.asarray(self.y)
-        if (y.ndim == 2 and y.shape[1] > 1) or y.size == 0:
+        if y.ndim == 2 and y.shape[1] > 1:
             return  # one-hot: the loss checks the width
         x = self._inputs(model)
-        probe = (
-            {k: np.asarray(v)[:1] for k, v in x.items()}
-            if isinstance(x, dict)
-            else np.asarray(x)[:1]
-        )
+        probe = tree.map_structure(lambda a: np.asarray(a)[:1], x)
         shape = predict_outputs(model, probe, preprocess=False).shape
         if len(shape) != 2:
             return
@@ -96,24 +168,41 @@ class TaskBoundary(keras.callbacks.Callback):
                 "every task)."
             )
 
-    def on_train_begin(self, logs=None):
-        model = self.model
+    def _start(self, model):
+        """Checks everything and builds the optimizer's state (at `fit`
+        start, before Keras traces the step or fixes shardings)."""
         optimizer = self._optimizer(model)
         self._check_labels(model)
-        optimizer.begin_task(model, self.task_id, self._inputs(model), self.y)
-        if optimizer.traced_without_memory:
-            # The step was traced before the state it needs existed.
-            if getattr(model, "train_function", None) is not None:
-                model.make_train_function(force=True)
-            optimizer.traced_without_memory = False
+        optimizer.bind(model, self._inputs(model))
+        return optimizer
+
+    def set_model(self, model):
+        super().set_model(model)
+        self._start(model)
+
+    def on_train_begin(self, logs=None):
+        self._ended = False
+        self._optimizer(self.model).begin_task(
+            self.model, self.task_id, self._inputs(self.model), self.y)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._optimizer(self.model).begin_epoch(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
-        self._optimizer(self.model).end_epoch(epoch)
+        epochs = (self.params or {}).get("epochs")
+        if epochs is not None and epoch + 1 >= epochs:
+            self._end()  # before later callbacks checkpoint this epoch
 
     def on_train_end(self, logs=None):
+        self._end()
+
+    def _end(self):
+        if self._ended:
+            return
         model = self.model
         self._optimizer(model).end_task(
             model, self.task_id, self._inputs(model), self.y)
+        self._ended = True
 
 
 def remember_task(model, task_id, x, y=None):
@@ -144,9 +233,8 @@ def remember_task(model, task_id, x, y=None):
     ```
     """
     boundary = TaskBoundary(task_id, x, y)
-    boundary.set_model(model)
-    optimizer = boundary._optimizer(model)
-    boundary._check_labels(model)
+    keras.callbacks.Callback.set_model(boundary, model)
+    optimizer = boundary._start(model)
     features = boundary._inputs(model)
     optimizer.begin_task(model, boundary.task_id, features, y)
     optimizer.end_task(model, boundary.task_id, features, y)

@@ -115,10 +115,10 @@ def make_pruning_permanent(model, sparsity=None, prune=None, scope=None):
         `sparsity_report(model, prune)`.
     """
     from keras_fip.evaluation import find_continual_optimizer
+    from keras_fip.sparsity.sparse_target import SparseTarget
 
-    target = getattr(
-        find_continual_optimizer(getattr(model, "optimizer", None)),
-        "sparse_target", None)
+    optimizer = find_continual_optimizer(getattr(model, "optimizer", None))
+    target = None if optimizer is None else optimizer.find_term(SparseTarget)
     if sparsity is None:
         if target is None:
             raise ValueError(

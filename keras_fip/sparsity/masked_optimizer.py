@@ -6,6 +6,36 @@ from keras import ops
 from keras_fip.continual_optimizer import ContinualOptimizer
 from keras_fip.sparsity.selection import check_patterns
 from keras_fip.sparsity.selection import select
+from keras_fip.terms.base import DirectionTerm
+
+
+@keras.saving.register_keras_serializable(package="keras_fip")
+class MaskGradient(DirectionTerm):
+    """d ← d ⊙ (w ≠ 0) on the chosen variables: zeros stay zeros.
+
+    Args:
+        prune: glob patterns on variable paths of the pruned variables
+            (default: dense and convolution kernels).
+    """
+
+    def __init__(self, prune=None):
+        self.prune = check_patterns(prune)
+
+    def build(self, optimizer, variables):
+        # Fails early when nothing matches; the list is fixed once built.
+        self._chosen = select(variables, self.prune)
+
+    def __call__(self, direction, step):
+        direction = list(direction)
+        for j, i in enumerate(step.indices):
+            if i in self._chosen:
+                kept = ops.cast(ops.not_equal(step.values[j], 0),
+                                direction[j].dtype)
+                direction[j] = direction[j] * kept
+        return direction
+
+    def get_config(self):
+        return {"prune": list(self.prune) if self.prune else None}
 
 
 @keras.saving.register_keras_serializable(package="keras_fip")
@@ -34,21 +64,16 @@ class MaskedOptimizer(ContinualOptimizer):
     """
 
     def __init__(self, inner_optimizer, prune=None, name=None, **kwargs):
-        super().__init__(inner_optimizer, name=name, **kwargs)
-        self.prune = check_patterns(prune)
+        mask = MaskGradient(prune)
+        super().__init__(inner_optimizer, terms=[mask], name=name,
+                         **kwargs)
+        self._mask = mask
 
-    def _build_own(self, var_list):
-        # Fails early when nothing matches; the list is fixed once built.
-        self._chosen = select(var_list, self.prune)
-
-    def _direction(self, grads, values, variables):
-        direction = list(grads)
-        for i in self._chosen:
-            kept = ops.cast(ops.not_equal(values[i], 0), grads[i].dtype)
-            direction[i] = grads[i] * kept
-        return direction
+    @property
+    def prune(self):
+        return self._mask.prune
 
     def get_config(self):
-        config = super().get_config()
-        config.update(prune=list(self.prune) if self.prune else None)
+        config = self._base_config()
+        config.update(self._mask.get_config())
         return config

@@ -33,6 +33,7 @@ import keras
 from keras import ops
 
 from keras_fip.sparsity import schedules
+from keras_fip.terms.base import DirectionTerm
 from keras_fip.sparsity.magnitude import check_scope
 from keras_fip.sparsity.magnitude import thresholds
 from keras_fip.sparsity.selection import check_patterns
@@ -40,8 +41,11 @@ from keras_fip.sparsity.selection import select
 
 
 @keras.saving.register_keras_serializable(package="keras_fip")
-class SparseTarget:
+class SparseTarget(DirectionTerm):
     """The pull λ (w − P_s(w)) toward a magnitude-sparse network.
+
+    A direction term: pass it to `FIPOptimizer(objectives=[...])` (or in
+    any `ContinualOptimizer`'s `terms`).
 
     Args:
         sparsity: the target sparsity s: a number in [0, 1) (constant) or a
@@ -91,6 +95,8 @@ class SparseTarget:
         self.prune = check_patterns(prune)
         self.scope = check_scope(scope)
         self.hard_mask_step = self._check_hard_mask_step(hard_mask_step)
+        # With a hard mask each step is projected back onto it.
+        self.projects = self.hard_mask_step is not None
         self.built = False
 
     def _check_hard_mask_step(self, step):
@@ -131,6 +137,12 @@ class SparseTarget:
     def chosen_indices(self):
         """Indices (in the optimizer's variable list) of the pruned ones."""
         return tuple(self._chosen)
+
+    def projected_indices(self):
+        return self.chosen_indices
+
+    def __call__(self, direction, step):
+        return self.pull(direction, step.values, step.iterations)
 
     def _phase(self, step):
         step = ops.cast(step, "int32")
@@ -185,7 +197,7 @@ class SparseTarget:
         self.gap.assign(ops.sqrt(squared))
         return direction
 
-    def project(self, old_values, new_values):
+    def project(self, old_values, new_values, step=None):
         """After the cut: the new weights with the pruned entries zeroed."""
         phase = self.phase.value
         limits = self.threshold.value

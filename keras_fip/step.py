@@ -1,0 +1,117 @@
+"""`Step`: what a direction term sees of one optimizer step.
+
+Built by `ContinualOptimizer` inside the compiled train step (XLA,
+`jax.jit`, eager torch) and handed to every term in turn. It never holds
+the training batch (an optimizer does not see it); what a term needs of old
+tasks comes from the optimizer's memory, drawn here once per step and shared
+by every term that asks.
+"""
+
+from keras import ops
+
+from keras_fip import backend as fip_backend
+
+
+class Step:
+    """One step's gradient, weights and memory access.
+
+    Attributes:
+        optimizer: the `ContinualOptimizer` taking the step.
+        grads: the gradient `fit` computed, one dense tensor per variable.
+        values: the weights before the step, in the order of `variables`.
+        variables: the trainable variables being updated (the optimizer's,
+            or the subset `apply` was given).
+        indices: each variable's index among the optimizer's variables
+            (to look up per-variable state kept by a term).
+        iterations: the step count before this step (a tensor).
+        active: whether any non-modifier term acts this step (set by the
+            optimizer before the terms run).
+    """
+
+    def __init__(self, optimizer, grads, values, variables, model=None):
+        self.optimizer = optimizer
+        self.grads = list(grads)
+        self.values = list(values)
+        self.variables = list(variables)
+        self.indices = [optimizer._get_variable_index(v) for v in variables]
+        count = optimizer.iterations  # a tensor under gradient accumulation
+        self.iterations = getattr(count, "value", count)
+        self.active = True
+        self._model = model
+        self._batch = None
+
+    # ------------------------------------------------------------------
+    # The memory
+    # ------------------------------------------------------------------
+    @property
+    def memory(self):
+        """The optimizer's `Memory` (or `None`)."""
+        return self.optimizer.memory
+
+    @property
+    def has_memory(self):
+        """Whether a memory exists for this trace (built, Python bool)."""
+        return self.memory is not None and self.memory.built
+
+    @property
+    def memory_active(self):
+        """Whether the memory holds anchored samples (a traced boolean)."""
+        if not self.has_memory:
+            return False
+        return ops.greater(self.memory.num_active.value, 0)
+
+    def memory_batch(self):
+        """`(inputs, anchor_outputs, labels)`: this step's memory batch.
+
+        Drawn (and the memory's cursor advanced) once per step, however
+        many terms ask.
+        """
+        if self._batch is None:
+            self._batch = self.memory.next_batch(
+                self.optimizer.memory_batch_size)
+        return self._batch
+
+    def memory_gradient(self, loss_fn):
+        """`(loss, grads)` of a loss of the model's outputs on the batch.
+
+        Args:
+            loss_fn: `loss_fn(outputs, anchor_outputs, labels)`, a scalar;
+                `outputs` are the model's, in inference mode, at `values`.
+
+        Returns:
+            The loss (float32) and its gradient with respect to every
+            variable, in the order of `variables` and in their dtypes
+            (zeros for variables the model's outputs do not use).
+        """
+        model = self.optimizer._require_model()
+        order = self._model_order(model)
+        state = [v.value for v in self.optimizer.task_cycle.model_state]
+        inputs, anchors, labels = self.memory_batch()
+
+        def loss(model_values):
+            outputs, _ = model.stateless_call(
+                model_values, state, inputs, training=False)
+            return loss_fn(outputs, anchors, labels)
+
+        value, model_grads = fip_backend.value_and_grad(
+            loss, [self.values[i] for i in order])
+        grads = [ops.zeros_like(g) for g in self.grads]
+        for i, g in zip(order, model_grads):
+            grads[i] = ops.cast(g, self.grads[i].dtype)
+        return ops.cast(value, "float32"), grads
+
+    def _model_order(self, model):
+        """Index into `variables` of each of the model's trainable ones."""
+        position = {id(v): i for i, v in enumerate(self.variables)}
+        order = []
+        for v in model.trainable_variables:
+            if id(v) not in position:
+                raise ValueError(
+                    f"The model's trainable variable {v.path!r} is not among "
+                    "the variables this optimizer updates: the model changed "
+                    "(new layers, or `trainable` flags) after the optimizer "
+                    "was built. See ContinualOptimizer's 'Changing the "
+                    "model' rules."
+                )
+            order.append(position[id(v)])
+        return order

@@ -1,0 +1,298 @@
+"""`TaskCycle`: one continual optimizer's task life cycle, in one place.
+
+A continual optimizer owns one `TaskCycle`. It holds which task is being
+trained, which one last ended, a fingerprint of the current task's data, the
+anchoring policy of the optimizer's `Memory` and a snapshot of the model's
+non-trainable state (BatchNorm statistics, seed states) for the memory's
+forward passes: under JAX, `fit` purges the model's own variables during an
+epoch, so a step cannot read them. All of it is Keras state, saved with the
+optimizer and restored by `load_model`, `load_weights` and
+`BackupAndRestore`.
+
+The life cycle (host side; `TaskBoundary` and `remember_task` call it
+through `ContinualOptimizer.begin_task` / `end_task`):
+
+- `bind(model, x)`: builds the memory and the snapshot for the model, so
+  every variable a step reads exists before the step is first traced.
+- `begin(model, task)`: a new task id anchors the memory once — every
+  stored sample on the network as it is now (`anchors="task_start"`, FIP's
+  reference code), or only the samples of the task that just ended
+  (`"stored"`, DER's logits at storage time) — and snapshots the model
+  state. The same id with the same data resumes (the anchors stay); the
+  same id with other data, or an id lower than the last finished task's,
+  is refused.
+- `begin_epoch(epoch)`: a new sampling order of the memory (from epoch 1;
+  done at an epoch's start, so a checkpoint written at an epoch's end by
+  any callback resumes into the same order).
+- `end(model, task)`: the task's samples join the memory, anchored
+  provisionally on the network as it is (the next `begin` anchors them
+  for good, so `EarlyStopping(restore_best_weights=True)` gives the same
+  anchors in either callback order); the outputs must be finite, or the
+  memory is left as it was. Ending the same task twice does nothing.
+
+With `holds="current_task"` (LwF) the memory holds the new task's inputs
+instead, refilled and anchored when a task begins and never kept.
+"""
+
+import dataclasses
+import warnings
+import zlib
+
+import keras
+import numpy as np
+from keras import ops
+from keras import tree
+
+ANCHORS = ("task_start", "stored")
+HOLDS = ("finished_tasks", "current_task")
+
+
+@dataclasses.dataclass
+class Task:
+    """A task as the life cycle sees it.
+
+    Attributes:
+        task_id: the task's integer id (0, 1, ...).
+        x: its inputs as the model's forward pass takes them.
+        y: its integer labels, or `None`.
+    """
+
+    task_id: int
+    x: object
+    y: object = None
+
+    def fingerprint(self):
+        """A 31-bit checksum of the task's samples, in any order.
+
+        Each sample's bytes (inputs and label) are checksummed, and the
+        sorted checksums checksummed again: the same data shuffled has the
+        same fingerprint, other data (almost surely) another.
+        """
+        leaves = [np.asarray(leaf) for leaf in tree.flatten(self.x)]
+        if self.y is not None:
+            leaves.append(np.asarray(self.y))
+        rows = [np.ascontiguousarray(leaf).reshape(len(leaf), -1)
+                for leaf in leaves]
+        per_sample = np.array([
+            zlib.crc32(b"".join(row[i].tobytes() for row in rows))
+            for i in range(len(rows[0]))], dtype=np.uint32)
+        checksum = zlib.crc32(np.sort(per_sample).tobytes())
+        return checksum & 0x7FFFFFFF
+
+
+def _read_int(variable):
+    return int(ops.convert_to_numpy(variable))
+
+
+class TaskCycle:
+    """The task ids, anchoring policy and model-state snapshot of one
+    optimizer.
+
+    Args:
+        memory: the optimizer's `keras_fip.Memory`, or `None` (EWC, SI).
+        anchors: `"task_start"` or `"stored"` (see the module docstring).
+        holds: `"finished_tasks"` (default) or `"current_task"` (LwF).
+        state_spec: shapes and dtypes of the model-state snapshot, as
+            written by `get_config`; leave `None` (built at `bind`).
+    """
+
+    def __init__(self, memory=None, anchors="task_start",
+                 holds="finished_tasks", state_spec=None):
+        if anchors not in ANCHORS:
+            raise ValueError(
+                f"Unknown anchors {anchors!r}. Expected 'task_start' "
+                "(re-anchor every stored sample when a task begins, the "
+                "reference code) or 'stored' (keep the outputs each sample "
+                "had when its task ended)."
+            )
+        if holds not in HOLDS:
+            raise ValueError(
+                f"Unknown holds {holds!r}; expected one of {HOLDS}.")
+        self.memory = memory
+        self.anchors = anchors
+        self.holds = holds
+
+        def counter(name):
+            return keras.Variable(-1, dtype="int32", trainable=False,
+                                  name=name)
+
+        self.current_task = counter("current_task")
+        self.committed_task = counter("committed_task")
+        self.fingerprint = keras.Variable(0, dtype="int32", trainable=False,
+                                          name="task_fingerprint")
+        # The optimizer's step count when the last task ended.
+        self.ended_at_step = keras.Variable(0, dtype="int64",
+                                            trainable=False,
+                                            name="ended_at_step")
+        self.model_state = []
+        self.state_spec = None
+        if state_spec is not None:
+            self._build_state(state_spec)
+
+    @property
+    def variables(self):
+        """All the state, in a fixed order (saved by the optimizer)."""
+        memory = self.memory.variables if self.memory is not None and \
+            self.memory.built else []
+        return [self.current_task, self.committed_task, self.fingerprint,
+                self.ended_at_step, *memory, *self.model_state]
+
+    # ------------------------------------------------------------------
+    # Building
+    # ------------------------------------------------------------------
+    def _build_state(self, spec):
+        self.model_state = [
+            keras.Variable(np.zeros(s["shape"], s["dtype"]),
+                           dtype=s["dtype"], trainable=False,
+                           name=f"model_state_{i}")
+            for i, s in enumerate(spec)
+        ]
+        self.state_spec = [dict(s) for s in spec]
+
+    def bind(self, model, sample_inputs=None):
+        """Builds the memory and the model-state snapshot for `model`.
+
+        Returns:
+            Whether any variable was created (the step must be traced
+            again if it was traced before).
+        """
+        created = False
+        if self.memory is not None and not self.memory.built:
+            if sample_inputs is None:
+                raise ValueError(
+                    "The memory is not built yet and no task data was "
+                    "given to build it from: pass TaskBoundary(task_id, x, "
+                    "y) to fit(), or call remember_task(model, ...).")
+            self.memory.build(model, sample_inputs)
+            created = True
+        spec = [{"shape": list(v.shape), "dtype": v.dtype}
+                for v in model.non_trainable_variables]
+        if self.state_spec is None:
+            self._build_state(spec)
+            self.snapshot(model)
+            created = True
+        elif spec != self.state_spec:
+            raise ValueError(
+                "The model's non-trainable variables changed since this "
+                f"optimizer was built ({len(self.state_spec)} then, "
+                f"{len(spec)} now): a layer was frozen or added. A "
+                "continual optimizer is built for one set of variables. "
+                "Compile again with a new optimizer that keeps the memory, "
+                "e.g. model.compile(optimizer=keras_fip.FIPOptimizer("
+                "keras.optimizers.Adam(), memory=old.memory), ...)."
+            )
+        if self.memory is not None and self.memory.built:
+            _check_output_shape(model, self.memory)
+        return created
+
+    def snapshot(self, model):
+        """Copies the model's non-trainable state for the memory's passes."""
+        for copy, v in zip(self.model_state, model.non_trainable_variables):
+            copy.assign(ops.copy(v.value))
+
+    # ------------------------------------------------------------------
+    # The life cycle
+    # ------------------------------------------------------------------
+    def begin(self, model, task, step=0):
+        """Starts (or resumes) `task`; anchors the memory once.
+
+        Args:
+            model: the protected model.
+            task: the `Task`.
+            step: the optimizer's step count now (to tell whether steps
+                were taken outside any task since the last one ended).
+        """
+        current = _read_int(self.current_task)
+        fingerprint = task.fingerprint()
+        if current == task.task_id:
+            if _read_int(self.fingerprint) != fingerprint:
+                raise ValueError(
+                    f"Task {task.task_id} was begun before with other data. "
+                    "A task id may be reused only to resume the same task "
+                    "(same x and y); give a new task its own id, e.g. "
+                    f"TaskBoundary({max(current, self.last_task) + 1}, x, y)."
+                )
+            return False  # resuming: keep the anchors
+        if task.task_id < max(current, self.last_task):
+            raise ValueError(
+                f"Task ids must not go back: task {task.task_id} comes after "
+                f"task {max(current, self.last_task)}. Give each new task a "
+                "larger id than the last one."
+            )
+        outside = step - _read_int(self.ended_at_step)
+        if self.last_task >= 0 and current == self.last_task and outside > 0:
+            warnings.warn(
+                f"{outside} optimizer steps were trained after task "
+                f"{self.last_task} ended and before task {task.task_id} "
+                "began, outside any TaskBoundary: whatever they learned is "
+                "not in the memory and was not protected as a task. Pass "
+                "keras_fip.callbacks.TaskBoundary(task_id, x, y) to every "
+                "task's fit().", stacklevel=3)
+        if self.memory is not None:
+            if self.holds == "current_task":
+                self.memory.clear()
+                self.memory.add(task.x, None, task_id=task.task_id)
+                self.memory.consolidate(model)
+                if self.last_task < 0:
+                    self.memory.num_active.assign(0)  # no old network yet
+            elif self.memory.size:
+                self.memory.consolidate(
+                    model, refresh=self.anchors == "task_start",
+                    tasks=(self.last_task,))
+        self.snapshot(model)
+        self.current_task.assign(task.task_id)
+        self.fingerprint.assign(fingerprint)
+        return True
+
+    def begin_epoch(self, epoch):
+        """A new memory sampling order for every epoch after the first."""
+        if epoch > 0 and self.memory is not None and self.memory.built:
+            self.memory.shuffle(salt=epoch)
+
+    def end(self, model, task, step=0):
+        """Ends `task`: its samples join the memory. Returns whether it
+        ended now (`False`: it had ended before)."""
+        if self.last_task == task.task_id:
+            return False
+        if self.memory is not None and self.holds == "finished_tasks":
+            before = self.memory.state()
+            try:
+                self.memory.add(task.x, task.y, task_id=task.task_id)
+                self.memory.consolidate(model, refresh=False)
+            except Exception:
+                self.memory.restore(before)
+                raise
+            self.snapshot(model)
+        self.committed_task.assign(task.task_id)
+        self.ended_at_step.assign(step)
+        return True
+
+    @property
+    def last_task(self):
+        """The id of the last task that ended (-1: none)."""
+        return _read_int(self.committed_task)
+
+    def get_config(self):
+        return {"anchors": self.anchors, "holds": self.holds,
+                "state_spec": self.state_spec}
+
+
+def _check_output_shape(model, memory):
+    """Refuses a model whose outputs no longer fit the stored anchors."""
+    expected = list(memory.spec["outputs"]["shape"])
+    try:
+        spec = model.compute_output_spec(
+            tree.map_structure(
+                lambda v: keras.KerasTensor((1, *v.shape[1:]), v.dtype),
+                memory.inputs))
+        shape = list(spec.shape[1:])
+    except Exception:  # a model that cannot run symbolically: skip
+        return
+    if shape != expected:
+        raise ValueError(
+            f"The model's outputs have per-sample shape {tuple(shape)} but "
+            f"the memory's anchors were stored with shape {tuple(expected)}"
+            ": the head grew (or shrank) after the memory was built. "
+            "Allocate the whole head up front (one output per class of "
+            "every task), or start a new Memory for the new head."
+        )

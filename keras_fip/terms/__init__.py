@@ -1,0 +1,23 @@
+"""Direction terms: the composable parts of a continual optimizer's step.
+
+`keras_fip.ContinualOptimizer(inner, terms=[...])` applies them in order,
+each mapping the direction d (starting from the gradient `fit` computed);
+`FIPOptimizer` and the baselines are presets over these terms. Write your
+own by subclassing `DirectionTerm`.
+"""
+
+from keras_fip.terms.base import DirectionTerm
+from keras_fip.terms.invariance import Invariance
+from keras_fip.terms.memory_term import MemoryTerm
+from keras_fip.terms.scale import ScaleGradient
+from keras_fip.terms.step_norm import StepNorm
+from keras_fip.terms.toward import TowardWeights
+
+__all__ = [
+    "DirectionTerm",
+    "Invariance",
+    "MemoryTerm",
+    "ScaleGradient",
+    "StepNorm",
+    "TowardWeights",
+]

@@ -1,0 +1,80 @@
+"""`MemoryTerm`: a term built on a loss of the model's outputs on old data.
+
+Each step the optimizer draws one batch from its `Memory` (inputs, anchor
+outputs, labels); a memory term differentiates a scalar loss of the model's
+outputs on it (with `model.stateless_call`, so the user's model and Keras's
+train step stay as they are) and combines that gradient with the direction:
+
+| term | memory loss | combination |
+|---|---|---|
+| `Invariance` (FIP) | distance to the anchor outputs | d + ∇D |
+| ER (`ReplayTerm`) | cross-entropy on stored labels | d + α ∇CE_mem |
+| DER++ (`DarkReplayTerm`) | α MSE to stored logits + β CE | d + ∇(...) |
+| A-GEM (`GradientProjectionTerm`) | cross-entropy on stored labels | d projected off −∇CE_mem |
+| LwF (`DistillationTerm`) | distillation to the old model | d + α ∇KD |
+
+While the memory is empty or not anchored the term does nothing (an
+`ops.cond` inside the compiled step, so the first task and later ones
+share one trace) and reports itself inactive.
+"""
+
+from keras import ops
+
+from keras_fip.terms.base import DirectionTerm
+
+
+class MemoryTerm(DirectionTerm):
+    """Base class: subclasses define `loss` and `combine`.
+
+    The last step's memory loss is kept in the optimizer variable `loss`
+    (readable with `keras.ops.convert_to_numpy`).
+    """
+
+    #: The name of the optimizer variable holding the last memory loss.
+    loss_name = "memory_loss"
+
+    def loss(self, outputs, anchors, labels):
+        """The scalar loss of the model's `outputs` on a memory batch."""
+        raise NotImplementedError
+
+    def combine(self, direction, memory_grads):
+        """The new direction from the direction so far and the loss's
+        gradient (lists of tensors)."""
+        raise NotImplementedError
+
+    def check_outputs(self, shape):
+        """Raises if `loss` cannot use model outputs of `shape`."""
+
+    def build(self, optimizer, variables):
+        self.last_loss = optimizer.add_variable(
+            shape=(), dtype="float32", name=self.loss_name)
+        memory = optimizer.memory
+        if memory is None:
+            raise ValueError(
+                f"{type(self).__name__} needs the optimizer to have a "
+                "keras_fip.Memory: pass memory=keras_fip.Memory(capacity)."
+            )
+
+    def activity(self, step):
+        return step.memory_active
+
+    def begin_task(self, optimizer, model, task):
+        if optimizer.memory.built:
+            self.check_outputs(
+                (None, *optimizer.memory.spec["outputs"]["shape"]))
+
+    def __call__(self, direction, step):
+        if not step.has_memory:
+            return direction  # nothing to replay in this trace
+        step.memory_batch()
+
+        def replay():
+            loss, memory_grads = step.memory_gradient(self.loss)
+            return loss, self.combine(direction, memory_grads)
+
+        def skip():
+            return ops.zeros((), "float32"), list(direction)
+
+        loss, direction = ops.cond(step.memory_active, replay, skip)
+        self.last_loss.assign(loss)
+        return direction

@@ -1,0 +1,61 @@
+"""`StepNorm`: the ε-ball of the FIP step, in one place."""
+
+import keras
+from keras import ops
+
+from keras_fip.checks import check_number
+from keras_fip.terms.base import DirectionTerm
+from keras_fip.tree_math import global_norm
+from keras_fip.tree_math import scaled
+
+
+@keras.saving.register_keras_serializable(package="keras_fip")
+class StepNorm(DirectionTerm):
+    """d ← ε d / ‖d‖: rescales the direction to global L2 norm ε.
+
+    The constraint ‖θ‖ ≤ ε of FIP's step, as the reference sparsification
+    code enforces it: with `SGD(learning_rate=1.0)` each step then moves the
+    weights exactly ε (the norm is over all variables together). Put it last
+    in a chain. A modifier: it acts only while another term does.
+
+    Args:
+        epsilon: ε > 0. An optimizer variable once built.
+
+    Example:
+
+    ```python
+    import keras_fip
+    term = keras_fip.terms.StepNorm(0.01)
+    ```
+    """
+
+    def __init__(self, epsilon):
+        self._initial_epsilon = check_number("step_norm", epsilon,
+                                             positive=True)
+        self.epsilon = None
+
+    def build(self, optimizer, variables):
+        self.epsilon = optimizer.add_variable(
+            shape=(), dtype="float32", name="step_norm",
+            initializer=keras.initializers.Constant(self._initial_epsilon))
+
+    def activity(self, step):
+        return None
+
+    def __call__(self, direction, step):
+        if step.active is False:
+            return direction
+        factor = self.epsilon.value / ops.maximum(global_norm(direction),
+                                                  1e-12)
+        if step.active is not True:
+            factor = ops.where(step.active, factor, 1.0)
+        return scaled(factor, direction)
+
+    def current(self):
+        """ε now (a float)."""
+        if self.epsilon is None:
+            return self._initial_epsilon
+        return float(ops.convert_to_numpy(self.epsilon))
+
+    def get_config(self):
+        return {"epsilon": self.current()}

@@ -1,0 +1,92 @@
+"""`TowardWeights`: walk toward another network (connecting two optima)."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_fip.checks import check_number
+from keras_fip.terms.base import DirectionTerm
+
+
+@keras.saving.register_keras_serializable(package="keras_fip")
+class TowardWeights(DirectionTerm):
+    """d ← d + λ (w − w_B): the gradient of L = (λ/2) ‖w − w_B‖².
+
+    The paper's third secondary objective (Raghavan & Thomson 2021): with
+    FIP's invariance term protecting network A's outputs, the path moves
+    A's weights toward those of a second network B of the same
+    architecture, so it connects the two optima through networks that keep
+    A's function. w_B is stored as optimizer variables (created like each
+    weight, so distribution layouts match), so a `.keras` file keeps it.
+
+    Args:
+        target_weights: the other network's `model.trainable_weights`
+            values (a list of arrays, in the order of the trained model's
+            `trainable_variables`), e.g. `[v.numpy() for v in
+            other.trainable_variables]`, or `None` when restored from a
+            file.
+        strength: λ ≥ 0.
+
+    Example:
+
+    ```python
+    import keras, numpy as np, keras_fip
+    def net():
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model_a, model_b = net(), net()
+    toward_b = keras_fip.terms.TowardWeights(
+        [keras.ops.convert_to_numpy(v) for v in model_b.trainable_variables])
+    model_a.compile(optimizer=keras_fip.FIPOptimizer(
+        keras.optimizers.SGD(1.0), step_norm=0.01, objectives=[toward_b]),
+        loss="mse")
+    x = np.random.rand(16, 4).astype("float32")
+    keras_fip.callbacks.remember_task(model_a, 0, x)  # protect A's outputs
+    before = toward_b.distance(model_a.trainable_variables)
+    model_a.fit(x, model_a.predict(x, verbose=0), epochs=3, verbose=0)
+    assert toward_b.distance(model_a.trainable_variables) < before
+    ```
+    """
+
+    def __init__(self, target_weights=None, strength=1.0):
+        self._target = (None if target_weights is None else
+                        [np.asarray(w) for w in target_weights])
+        self.strength = check_number("strength", strength)
+        self.target = None
+
+    def build(self, optimizer, variables):
+        if self._target is not None:
+            shapes = [tuple(v.shape) for v in variables]
+            given = [tuple(w.shape) for w in self._target]
+            if shapes != given:
+                raise ValueError(
+                    "TowardWeights got target weights of shapes "
+                    f"{given[:4]}... but the optimizer updates variables "
+                    f"of shapes {shapes[:4]}...: pass the other network's "
+                    "trainable weights, in the order of the trained model's "
+                    "`trainable_variables` (same architecture)."
+                )
+        self.target = optimizer.add_optimizer_variables(variables,
+                                                        "toward_target")
+        if self._target is not None:
+            for variable, value in zip(self.target, self._target):
+                variable.assign(value.astype(variable.dtype))
+
+    def activity(self, step):
+        return True
+
+    def __call__(self, direction, step):
+        strength = self.strength
+        return [
+            d + ops.cast(strength, d.dtype) * (
+                w - self.target[i].value)
+            for d, w, i in zip(direction, step.values, step.indices)
+        ]
+
+    def distance(self, variables):
+        """‖w − w_B‖ for the given variables (a float, host side)."""
+        return float(np.sqrt(sum(
+            np.sum((ops.convert_to_numpy(v) - ops.convert_to_numpy(t)) ** 2)
+            for v, t in zip(variables, self.target))))
+
+    def get_config(self):
+        return {"strength": self.strength}
