@@ -170,9 +170,22 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
         """The first term that is a `cls` instance, or `None`."""
         return next((t for t in self.terms if isinstance(t, cls)), None)
 
+    def _check_replicas(self):
+        replicas = fip_backend.replicas_in_sync()
+        if replicas > 1:
+            raise NotImplementedError(
+                f"{type(self).__name__} under a tf.distribute strategy with "
+                f"{replicas} replicas is not supported: each replica would "
+                "draw its own memory batch and the terms would be summed "
+                "over replicas, a different method from one device. Train on "
+                "one device, or use the JAX backend with "
+                "keras.distribution.DataParallel, which keras_fip supports."
+            )
+
     def build(self, var_list):
         if self.built:
             return
+        self._check_replicas()
         super().build(var_list)
         for term in self.terms:
             term.build(self, var_list)
@@ -197,6 +210,11 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
 
     def finalize_variable_values(self, var_list):
         self.inner_optimizer.finalize_variable_values(var_list)
+        if getattr(self.inner_optimizer, "use_ema", False):
+            # The EMA overwrite leaves each weight sharing its buffer with
+            # its average; JAX's next step would donate it twice.
+            for variable in var_list:
+                variable.assign(ops.copy(variable.value))
 
     # ------------------------------------------------------------------
     # The model
@@ -215,6 +233,7 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
         """
         if not isinstance(model, keras.Model):
             raise TypeError(f"bind() needs a keras.Model; got {model!r}.")
+        self._check_replicas()
         self._model_ref = weakref.ref(model)
         if self.built:
             self._check_variables(model)

@@ -121,7 +121,7 @@ class TaskCycle:
         self.fingerprint = keras.Variable(0, dtype="int32", trainable=False,
                                           name="task_fingerprint")
         # The optimizer's step count when the last task ended.
-        self.ended_at_step = keras.Variable(0, dtype="int64",
+        self.ended_at_step = keras.Variable(0, dtype="int32",
                                             trainable=False,
                                             name="ended_at_step")
         self.model_state = []

@@ -362,3 +362,36 @@ def test_data_parallel_on_two_devices_matches_one_device():
 
     for got, want in zip(run(2), run(1)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+_MIRRORED = r"""
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, keras_fip
+from conftest import toy_tasks, make_mlp, sparse_ce
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+task0, _ = toy_tasks()
+with strategy.scope():
+    model = make_mlp(hidden=(16,), inputs=8, classes=4)
+    model.compile(optimizer=keras_fip.FIPOptimizer(
+        keras.optimizers.Adam(1e-2), memory=keras_fip.Memory(16)),
+        loss=sparse_ce())
+try:
+    model.fit(*task0, batch_size=8, epochs=1, verbose=0,
+              callbacks=[keras_fip.callbacks.TaskBoundary(0, *task0)])
+except NotImplementedError as error:
+    print("REFUSED:", error)
+"""
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute is TF's")
+def test_mirrored_strategy_with_two_replicas_is_refused_clearly():
+    env = dict(os.environ, KERAS_BACKEND="tensorflow")
+    out = subprocess.run([sys.executable, "-c", _MIRRORED], env=env,
+                         cwd=os.path.dirname(__file__), capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "REFUSED:" in out.stdout and "2 replicas" in out.stdout
+    assert "DataParallel" in out.stdout

@@ -10,6 +10,8 @@ tensors shaped like `values` (zeros where `fn` does not depend on a value).
 It is called inside compiled train steps (XLA, `jax.jit`) and under the
 `torch.no_grad()` Keras applies gradients in. `to_dense(g)` turns
 TensorFlow's IndexedSlices (embedding gradients) into dense tensors.
+`replicas_in_sync()` is the number of `tf.distribute` replicas that each
+compute their own step (1 on JAX and torch, and without a strategy).
 """
 
 import keras
@@ -17,12 +19,15 @@ import keras
 _BACKEND = keras.backend.backend()
 
 if _BACKEND == "jax":
+    from keras_fip.backend.jax import replicas_in_sync
     from keras_fip.backend.jax import to_dense
     from keras_fip.backend.jax import value_and_grad
 elif _BACKEND == "tensorflow":
+    from keras_fip.backend.tensorflow import replicas_in_sync
     from keras_fip.backend.tensorflow import to_dense
     from keras_fip.backend.tensorflow import value_and_grad
 elif _BACKEND == "torch":
+    from keras_fip.backend.torch import replicas_in_sync
     from keras_fip.backend.torch import to_dense
     from keras_fip.backend.torch import value_and_grad
 else:
@@ -32,4 +37,4 @@ else:
         "of the supported backends before importing keras."
     )
 
-__all__ = ["to_dense", "value_and_grad"]
+__all__ = ["replicas_in_sync", "to_dense", "value_and_grad"]

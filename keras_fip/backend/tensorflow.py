@@ -20,3 +20,10 @@ def value_and_grad(fn, values):
 def to_dense(x):
     """A dense tensor (embedding gradients arrive as IndexedSlices)."""
     return tf.convert_to_tensor(x)
+
+
+def replicas_in_sync():
+    """Replicas a `tf.distribute` strategy runs each step on (1 if none)."""
+    if not tf.distribute.has_strategy():
+        return 1
+    return tf.distribute.get_strategy().num_replicas_in_sync

@@ -8,6 +8,16 @@ from keras_fip.checks import check_number
 from keras_fip.terms.base import DirectionTerm
 
 
+class _Fixed(keras.initializers.Initializer):
+    """An initializer that returns one given array."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __call__(self, shape, dtype=None):
+        return ops.cast(self.value, dtype)
+
+
 @keras.saving.register_keras_serializable(package="keras_fip")
 class TowardWeights(DirectionTerm):
     """d ← d + λ (w − w_B): the gradient of L = (λ/2) ‖w − w_B‖².
@@ -65,11 +75,14 @@ class TowardWeights(DirectionTerm):
                     "trainable weights, in the order of the trained model's "
                     "`trainable_variables` (same architecture)."
                 )
-        self.target = optimizer.add_optimizer_variables(variables,
-                                                        "toward_target")
-        if self._target is not None:
-            for variable, value in zip(self.target, self._target):
-                variable.assign(value.astype(variable.dtype))
+        # Initialised with w_B itself: under tf.function the optimizer is
+        # built while tracing, where a later `assign` would not persist.
+        values = self._target or [None] * len(variables)
+        self.target = [
+            optimizer.add_variable_from_reference(
+                v, name="toward_target",
+                initializer="zeros" if w is None else _Fixed(w))
+            for v, w in zip(variables, values)]
 
     def activity(self, step):
         return True
