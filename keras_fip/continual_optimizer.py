@@ -106,7 +106,7 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
                  memory_batch_size=32, anchors="task_start",
                  holds="finished_tasks", name=None, **kwargs):
         cls = type(self).__name__
-        kwargs.pop("keras_fip_version", None)
+        saved_by = kwargs.pop("keras_fip_version", version.__version__)
         if kwargs:
             raise ValueError(
                 f"{cls} does not take `{'`, `'.join(kwargs)}`. Set learning "
@@ -144,6 +144,7 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
         self.task_cycle = TaskCycle(memory, anchors=anchors, holds=holds)
         self._model_ref = None
         self._traced = False
+        self._saved_by = saved_by
 
     # ------------------------------------------------------------------
     # State
@@ -360,15 +361,23 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
     # ------------------------------------------------------------------
     def load_own_variables(self, store):
         if len(store.keys()) != len(self.variables):
+            if self._saved_by != version.__version__:
+                cause = (
+                    f"the file was written by keras_fip {self._saved_by}, "
+                    f"whose optimizer state this release ({version.__version__}"
+                    ") does not read. Load the weights alone with "
+                    "keras.saving.load_model(path, compile=False), compile "
+                    "with a new optimizer and call "
+                    "keras_fip.callbacks.remember_task(...) for the tasks "
+                    "the network knows."
+                )
+            else:
+                cause = ("its memory, settings or inner optimizer differ "
+                         "from the saved one.")
             raise ValueError(
                 f"Cannot restore {type(self).__name__} {self.name!r}: the "
                 f"file holds {len(store.keys())} optimizer variables but "
-                f"this optimizer has {len(self.variables)}. Its memory, "
-                "settings or inner optimizer differ from the saved one, or "
-                "the file was written by keras_fip older than 0.2 (whose "
-                "memory layout differs; this is keras_fip "
-                f"{version.__version__}): retrain, or load it with the "
-                "release that wrote it."
+                f"this optimizer has {len(self.variables)}: {cause}"
             )
         super().load_own_variables(store)
 
@@ -399,6 +408,8 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
+        # Files of keras_fip 0.1 carry no version.
+        config.setdefault("keras_fip_version", "0.1.0")
         state_spec = config.pop("state_spec", None)
         config["inner_optimizer"] = keras.saving.deserialize_keras_object(
             config["inner_optimizer"], custom_objects=custom_objects)
