@@ -20,12 +20,6 @@ from keras_fip import baselines  # noqa: E402
 from keras_fip.bench.registry import mlp  # noqa: E402
 
 
-class StorageAnchorFIP(keras_fip.FIPOptimizer):
-    """FIP whose anchors are the outputs when a sample was stored (as DER)."""
-
-    refresh_anchors = False
-
-
 def _fip(**kwargs):
     return lambda memory: keras_fip.FIPOptimizer(
         keras.optimizers.Adam(1e-3), memory=memory, **kwargs)
@@ -36,8 +30,7 @@ VARIANTS = {
     "fip, β=0.5": _fip(beta=0.5),
     "fip, memory batch 64": _fip(memory_batch_size=64),
     "fip, whole memory per step (200)": _fip(memory_batch_size=200),
-    "fip, anchors at storage time": lambda memory: StorageAnchorFIP(
-        keras.optimizers.Adam(1e-3), memory=memory),
+    "fip, anchors at storage time": _fip(anchors="stored"),
     "fip, squared_l2, mean, β=1": _fip(distance="squared_l2",
                                        reduction="mean"),
     "fip, squared_l2, mean, β=10 (fip-l2)": _fip(

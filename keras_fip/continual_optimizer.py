@@ -395,6 +395,13 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
                           memory_batch_size=self.memory_batch_size)
         return config
 
+    def _preset_config(self, *terms):
+        """A preset's config: the shared one plus its terms' arguments."""
+        config = self._base_config()
+        for term in terms:
+            config.update(term.get_config())
+        return config
+
     def get_config(self):
         config = self._base_config()
         config.update(

@@ -77,7 +77,6 @@ def test_bad_arguments_are_explained(cls, kwargs, match):
 
 
 def test_agem_direction_never_opposes_the_memory_gradient():
-    agem = baselines.AGEMOptimizer(keras.optimizers.SGD())
     rng = np.random.default_rng(0)
     opposed = 0
     for _ in range(50):

@@ -87,6 +87,4 @@ class AGEMOptimizer(ContinualOptimizer):
         self._projection = projection
 
     def get_config(self):
-        config = self._base_config()
-        config.update(self._projection.get_config())
-        return config
+        return self._preset_config(self._projection)

@@ -97,6 +97,4 @@ class DERPPOptimizer(ContinualOptimizer):
         return self._dark.beta
 
     def get_config(self):
-        config = self._base_config()
-        config.update(self._dark.get_config())
-        return config
+        return self._preset_config(self._dark)

@@ -6,11 +6,11 @@ from keras import ops
 
 from keras_fip import backend as fip_backend
 from keras_fip.baselines.losses import cross_entropy
+from keras_fip.baselines.quadratic_penalty import QuadraticPenaltyOptimizer
 from keras_fip.baselines.quadratic_penalty import QuadraticPenaltyTerm
 from keras_fip.baselines.quadratic_penalty import read_all
 from keras_fip.baselines.quadratic_penalty import write_all
 from keras_fip.checks import check_number
-from keras_fip.continual_optimizer import ContinualOptimizer
 
 
 @keras.saving.register_keras_serializable(package="keras_fip")
@@ -94,7 +94,7 @@ class FisherPenaltyTerm(QuadraticPenaltyTerm):
 
 
 @keras.saving.register_keras_serializable(package="keras_fip")
-class EWCOptimizer(ContinualOptimizer):
+class EWCOptimizer(QuadraticPenaltyOptimizer):
     """Online EWC: a quadratic pull toward old weights, by Fisher importance.
 
     d = ∇L + λ F ⊙ (w − w*). At the end of each task the diagonal empirical
@@ -129,23 +129,3 @@ class EWCOptimizer(ContinualOptimizer):
                                     batch_size, from_logits)
         super().__init__(inner_optimizer, terms=[penalty], name=name,
                          **kwargs)
-        self._penalty = penalty
-
-    @property
-    def importance(self):
-        """The Fisher importance Ω (optimizer variables)."""
-        return self._penalty.importance
-
-    @property
-    def anchor(self):
-        """w*, the weights at the last task's end (optimizer variables)."""
-        return self._penalty.anchor
-
-    def penalty(self):
-        """(λ/2) Σ Ω (w − w*)² at the current weights (a float)."""
-        return self._penalty.penalty()
-
-    def get_config(self):
-        config = self._base_config()
-        config.update(self._penalty.get_config())
-        return config

@@ -93,6 +93,4 @@ class LwFOptimizer(ContinualOptimizer):
         return self._distillation.temperature
 
     def get_config(self):
-        config = self._base_config()
-        config.update(self._distillation.get_config())
-        return config
+        return self._preset_config(self._distillation)

@@ -4,6 +4,7 @@ import numpy as np
 from keras import ops
 
 from keras_fip.checks import check_number
+from keras_fip.continual_optimizer import ContinualOptimizer
 from keras_fip.terms.base import DirectionTerm
 
 
@@ -59,3 +60,24 @@ class QuadraticPenaltyTerm(DirectionTerm):
                                       read_all(self.importance),
                                       read_all(self.anchor))
         ))
+
+
+class QuadraticPenaltyOptimizer(ContinualOptimizer):
+    """A preset over one `QuadraticPenaltyTerm` (EWC, SI)."""
+
+    @property
+    def importance(self):
+        """Ω, one optimizer variable per weight."""
+        return self.terms[0].importance
+
+    @property
+    def anchor(self):
+        """w*, the weights at the last task's end (optimizer variables)."""
+        return self.terms[0].anchor
+
+    def penalty(self):
+        """(λ/2) Σ Ω (w − w*)² at the current weights (a float)."""
+        return self.terms[0].penalty()
+
+    def get_config(self):
+        return self._preset_config(self.terms[0])

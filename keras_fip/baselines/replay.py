@@ -81,6 +81,4 @@ class ReplayOptimizer(ContinualOptimizer):
         self._replay = replay
 
     def get_config(self):
-        config = self._base_config()
-        config.update(self._replay.get_config())
-        return config
+        return self._preset_config(self._replay)

@@ -4,11 +4,11 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_fip.baselines.quadratic_penalty import QuadraticPenaltyOptimizer
 from keras_fip.baselines.quadratic_penalty import QuadraticPenaltyTerm
 from keras_fip.baselines.quadratic_penalty import read_all
 from keras_fip.baselines.quadratic_penalty import write_all
 from keras_fip.checks import check_number
-from keras_fip.continual_optimizer import ContinualOptimizer
 
 
 @keras.saving.register_keras_serializable(package="keras_fip")
@@ -73,7 +73,7 @@ class PathIntegralPenaltyTerm(QuadraticPenaltyTerm):
 
 
 @keras.saving.register_keras_serializable(package="keras_fip")
-class SIOptimizer(ContinualOptimizer):
+class SIOptimizer(QuadraticPenaltyOptimizer):
     """SI: importance from each weight's contribution to the loss decrease.
 
     During a task every step adds ω ← ω − g ⊙ Δw (g the task gradient, Δw
@@ -103,25 +103,8 @@ class SIOptimizer(ContinualOptimizer):
         penalty = PathIntegralPenaltyTerm(si_lambda, damping)
         super().__init__(inner_optimizer, terms=[penalty], name=name,
                          **kwargs)
-        self._penalty = penalty
-
-    @property
-    def importance(self):
-        return self._penalty.importance
-
-    @property
-    def anchor(self):
-        return self._penalty.anchor
 
     @property
     def path_integral(self):
-        return self._penalty.path_integral
-
-    def penalty(self):
-        """(λ/2) Σ Ω (w − w*)² at the current weights (a float)."""
-        return self._penalty.penalty()
-
-    def get_config(self):
-        config = self._base_config()
-        config.update(self._penalty.get_config())
-        return config
+        """SI's running ω (optimizer variables)."""
+        return self.terms[0].path_integral

@@ -74,6 +74,4 @@ class MaskedOptimizer(ContinualOptimizer):
         return self._mask.prune
 
     def get_config(self):
-        config = self._base_config()
-        config.update(self._mask.get_config())
-        return config
+        return self._preset_config(self._mask)

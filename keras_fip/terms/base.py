@@ -45,6 +45,20 @@ model.fit(np.ones((8, 4)), np.zeros((8, 2)), verbose=0)
 """
 
 
+def gated(factor, step):
+    """`factor` while `step.active`, else 1 (a modifier's scale).
+
+    Returns `None` when the step is inactive for sure (leave d as it is).
+    """
+    if step.active is False:
+        return None
+    if step.active is True:
+        return factor
+    from keras import ops
+
+    return ops.where(step.active, factor, 1.0)
+
+
 class DirectionTerm:
     """Base class of the terms a `ContinualOptimizer` chains.
 

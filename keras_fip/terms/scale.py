@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_fip.checks import check_number
 from keras_fip.terms.base import DirectionTerm
+from keras_fip.terms.base import gated
 from keras_fip.tree_math import scaled
 
 
@@ -42,12 +43,8 @@ class ScaleGradient(DirectionTerm):
         return None
 
     def __call__(self, direction, step):
-        if step.active is False:
-            return direction
-        factor = self.beta.value
-        if step.active is not True:
-            factor = ops.where(step.active, factor, 1.0)
-        return scaled(factor, direction)
+        factor = gated(self.beta.value, step)
+        return direction if factor is None else scaled(factor, direction)
 
     def current(self):
         """β now (a float)."""
