@@ -171,22 +171,19 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
         """The first term that is a `cls` instance, or `None`."""
         return next((t for t in self.terms if isinstance(t, cls)), None)
 
-    def _check_replicas(self):
-        replicas = fip_backend.replicas_in_sync()
-        if replicas > 1:
-            raise NotImplementedError(
-                f"{type(self).__name__} under a tf.distribute strategy with "
-                f"{replicas} replicas is not supported: each replica would "
-                "draw its own memory batch and the terms would be summed "
-                "over replicas, a different method from one device. Train on "
-                "one device, or use the JAX backend with "
-                "keras.distribution.DataParallel, which keras_fip supports."
-            )
+    def add_variable(self, shape, initializer="zeros", dtype=None,
+                     aggregation="only_first_replica", layout=None,
+                     name=None):
+        """`Optimizer.add_variable`, by default with the aggregation
+        `"only_first_replica"`: terms update their state inside the step,
+        where every `tf.distribute` replica computes the same value."""
+        return super().add_variable(shape, initializer=initializer,
+                                    dtype=dtype, aggregation=aggregation,
+                                    layout=layout, name=name)
 
     def build(self, var_list):
         if self.built:
             return
-        self._check_replicas()
         super().build(var_list)
         for term in self.terms:
             term.build(self, var_list)
@@ -234,11 +231,11 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
         """
         if not isinstance(model, keras.Model):
             raise TypeError(f"bind() needs a keras.Model; got {model!r}.")
-        self._check_replicas()
         self._model_ref = weakref.ref(model)
         if self.built:
             self._check_variables(model)
-        created = self.task_cycle.bind(model, sample_inputs)
+        with fip_backend.variable_scope(model):
+            created = self.task_cycle.bind(model, sample_inputs)
         if created and self._traced:
             # A step traced before the memory existed has no memory branch.
             model.train_function = None
@@ -332,6 +329,18 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
             ops.zeros_like(v) if g is None else fip_backend.to_dense(g)
             for g, v in zip(grads, variables)
         ]
+        # Under tf.distribute every replica builds the direction from the
+        # global gradient (and the same memory batch), so the step is the
+        # one-device step; the inner optimizer sums what it is handed.
+        replicas = fip_backend.replicas_in_sync()
+        if replicas > 1:
+            grads = fip_backend.all_reduce_sum(grads)
+            if any(term.projects for term in self.terms):
+                raise NotImplementedError(
+                    "Terms that project the weights (a hard sparsity mask) "
+                    "are not supported under a tf.distribute strategy with "
+                    f"{replicas} replicas; train on one device or with JAX's "
+                    "keras.distribution.")
         values = [v.value for v in variables]
         model = None if self._model_ref is None else self._model_ref()
         step = Step(self, grads, values, variables, model)
@@ -340,6 +349,8 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
         old = [ops.copy(value) if j in needed else None
                for j, value in enumerate(values)]
         direction = self._direction(step)
+        if replicas > 1:
+            direction = [d / replicas for d in direction]
         self.inner_optimizer.apply(direction, variables)
         if not needed:
             return

@@ -179,6 +179,7 @@ class Memory:
                 np.zeros(shape, dtype=dtype),
                 dtype=dtype,
                 trainable=False,
+                aggregation="only_first_replica",
                 name=f"memory_{name}",
             )
             self._variables.append(v)

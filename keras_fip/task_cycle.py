@@ -114,16 +114,17 @@ class TaskCycle:
 
         def counter(name):
             return keras.Variable(-1, dtype="int32", trainable=False,
-                                  name=name)
+                                  aggregation="only_first_replica", name=name)
 
         self.current_task = counter("current_task")
         self.committed_task = counter("committed_task")
-        self.fingerprint = keras.Variable(0, dtype="int32", trainable=False,
-                                          name="task_fingerprint")
+        self.fingerprint = keras.Variable(
+            0, dtype="int32", trainable=False,
+            aggregation="only_first_replica", name="task_fingerprint")
         # The optimizer's step count when the last task ended.
-        self.ended_at_step = keras.Variable(0, dtype="int32",
-                                            trainable=False,
-                                            name="ended_at_step")
+        self.ended_at_step = keras.Variable(
+            0, dtype="int32", trainable=False,
+            aggregation="only_first_replica", name="ended_at_step")
         self.model_state = []
         self.state_spec = None
         if state_spec is not None:
@@ -144,6 +145,7 @@ class TaskCycle:
         self.model_state = [
             keras.Variable(np.zeros(s["shape"], s["dtype"]),
                            dtype=s["dtype"], trainable=False,
+                           aggregation="only_first_replica",
                            name=f"model_state_{i}")
             for i, s in enumerate(spec)
         ]

@@ -369,33 +369,52 @@ def test_data_parallel_on_two_devices_matches_one_device():
 
 
 _MIRRORED = r"""
+import json, os
 import tensorflow as tf
+replicas = int(os.environ["REPLICAS"])
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras, keras_fip
 from conftest import toy_tasks, make_mlp, sparse_ce
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-task0, _ = toy_tasks()
+strategy = (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+            if replicas > 1 else tf.distribute.get_strategy())
+task0, task1 = toy_tasks()
 with strategy.scope():
     model = make_mlp(hidden=(16,), inputs=8, classes=4)
-    model.compile(optimizer=keras_fip.FIPOptimizer(
-        keras.optimizers.Adam(1e-2), memory=keras_fip.Memory(16)),
-        loss=sparse_ce())
-try:
-    model.fit(*task0, batch_size=8, epochs=1, verbose=0,
-              callbacks=[keras_fip.callbacks.TaskBoundary(0, *task0)])
-except NotImplementedError as error:
-    print("REFUSED:", error)
+    optimizer = keras_fip.FIPOptimizer(
+        keras.optimizers.Adam(1e-2), memory=keras_fip.Memory(16),
+        memory_batch_size=8)
+    model.compile(optimizer=optimizer, loss=sparse_ce())
+for t, task in enumerate((task0, task1)):
+    model.fit(*task, batch_size=8, epochs=3, shuffle=False, verbose=0,
+              callbacks=[keras_fip.callbacks.TaskBoundary(t, *task)])
+print(json.dumps({
+    "weights": [keras.ops.convert_to_numpy(v).tolist()
+                for v in model.trainable_variables],
+    "invariance": float(keras.ops.convert_to_numpy(
+        optimizer.invariance_loss)),
+    "cursor": int(keras.ops.convert_to_numpy(optimizer.memory.cursor))}))
 """
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute is TF's")
-def test_mirrored_strategy_with_two_replicas_is_refused_clearly():
-    env = dict(os.environ, KERAS_BACKEND="tensorflow")
-    out = subprocess.run([sys.executable, "-c", _MIRRORED], env=env,
-                         cwd=os.path.dirname(__file__), capture_output=True,
-                         text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "REFUSED:" in out.stdout and "2 replicas" in out.stdout
-    assert "DataParallel" in out.stdout
+def test_mirrored_strategy_on_two_replicas_matches_one_device():
+    import json
+
+    def run(replicas):
+        env = dict(os.environ, KERAS_BACKEND="tensorflow",
+                   REPLICAS=str(replicas))
+        out = subprocess.run([sys.executable, "-c", _MIRRORED], env=env,
+                             cwd=os.path.dirname(__file__),
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout.splitlines()[-1])
+
+    two, one = run(2), run(1)
+    # The memory batch is one global batch: the same invariance term and
+    # the same cursor as on one device, and the same weights.
+    assert two["invariance"] == pytest.approx(one["invariance"], rel=1e-4)
+    assert two["cursor"] == one["cursor"]
+    for got, want in zip(two["weights"], one["weights"]):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

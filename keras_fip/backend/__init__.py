@@ -11,7 +11,10 @@ It is called inside compiled train steps (XLA, `jax.jit`) and under the
 `torch.no_grad()` Keras applies gradients in. `to_dense(g)` turns
 TensorFlow's IndexedSlices (embedding gradients) into dense tensors.
 `replicas_in_sync()` is the number of `tf.distribute` replicas that each
-compute their own step (1 on JAX and torch, and without a strategy).
+compute their own step (1 on JAX and torch, and without a strategy),
+`all_reduce_sum(tensors)` sums tensors over them, and `variable_scope(model)`
+is where state the model's steps read must be created (the model's
+strategy, so it is mirrored).
 """
 
 import keras
@@ -19,17 +22,23 @@ import keras
 _BACKEND = keras.backend.backend()
 
 if _BACKEND == "jax":
-    from keras_fip.backend.jax import replicas_in_sync
+    from keras_fip.backend.common import all_reduce_sum
+    from keras_fip.backend.common import replicas_in_sync
     from keras_fip.backend.jax import to_dense
     from keras_fip.backend.jax import value_and_grad
+    from keras_fip.backend.common import variable_scope
 elif _BACKEND == "tensorflow":
+    from keras_fip.backend.tensorflow import all_reduce_sum
     from keras_fip.backend.tensorflow import replicas_in_sync
     from keras_fip.backend.tensorflow import to_dense
     from keras_fip.backend.tensorflow import value_and_grad
+    from keras_fip.backend.tensorflow import variable_scope
 elif _BACKEND == "torch":
-    from keras_fip.backend.torch import replicas_in_sync
+    from keras_fip.backend.common import all_reduce_sum
+    from keras_fip.backend.common import replicas_in_sync
     from keras_fip.backend.torch import to_dense
     from keras_fip.backend.torch import value_and_grad
+    from keras_fip.backend.common import variable_scope
 else:
     raise ImportError(
         f"keras_fip supports the 'jax', 'tensorflow' and 'torch' Keras "
@@ -37,4 +46,10 @@ else:
         "of the supported backends before importing keras."
     )
 
-__all__ = ["replicas_in_sync", "to_dense", "value_and_grad"]
+__all__ = [
+    "all_reduce_sum",
+    "replicas_in_sync",
+    "to_dense",
+    "value_and_grad",
+    "variable_scope",
+]

@@ -1,5 +1,7 @@
 """Gradients for the TensorFlow backend (eager, `tf.function` and XLA)."""
 
+import contextlib
+
 import tensorflow as tf
 
 
@@ -27,3 +29,20 @@ def replicas_in_sync():
     if not tf.distribute.has_strategy():
         return 1
     return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def all_reduce_sum(tensors):
+    """Σ over `tf.distribute` replicas of each tensor (as is without)."""
+    tensors = list(tensors)
+    context = tf.distribute.get_replica_context()
+    if replicas_in_sync() == 1 or context is None:
+        return tensors
+    return list(context.all_reduce(tf.distribute.ReduceOp.SUM, tensors))
+
+
+def variable_scope(model):
+    """Where state read by the model's steps is created: the model's
+    `tf.distribute` strategy, so that its variables are mirrored."""
+    strategy = getattr(model, "distribute_strategy", None)
+    return strategy.scope() if strategy is not None else \
+        contextlib.nullcontext()

@@ -24,8 +24,3 @@ def to_dense(x):
     """Gradients are already dense on this backend."""
     return x
 
-
-def replicas_in_sync():
-    """Replicas computing each step apart (1: `keras.distribution` shards
-    one global step instead)."""
-    return 1
