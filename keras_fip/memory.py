@@ -5,7 +5,9 @@ the inputs of finished tasks, their labels and task ids, and the outputs the
 network gave them at the start of the current task (the *anchor*). Because it
 is Keras state, a compiled train step sees a new task's memory without being
 re-traced, JAX threads it through `stateless_apply`, and a `.keras` file keeps
-it (its variables are saved with the optimizer that owns it).
+it (its variables are saved with the optimizer that owns it). Inputs may be
+any structure `keras.tree` walks: an array, a dict (KerasHub's token ids and
+padding masks), lists, or nestings of them; one variable per leaf.
 
 Filling (host side, between tasks): `add(x, y)` keeps `capacity // C` samples
 of each of the C classes seen so far (free slots go to classes with more
@@ -23,38 +25,49 @@ stored samples, `batch_size` at a time, so each pass sees every sample once;
 import keras
 import numpy as np
 from keras import ops
+from keras import tree
 
 from keras_fip.memory_selection import class_balanced_keep
 from keras_fip.memory_selection import reservoir_keep
 
 
 def _flatten(x):
-    """`(keys, leaves)` of an input: one array, or a flat dict of arrays."""
-    if isinstance(x, dict):
-        keys = sorted(x)
-        leaves = [x[k] for k in keys]
-        if any(isinstance(leaf, (dict, list, tuple)) for leaf in leaves):
-            raise ValueError(
-                "Memory inputs may be an array or a flat dict of arrays "
-                "(as KerasHub models take); got a nested structure."
-            )
-        return keys, [np.asarray(leaf) for leaf in leaves]
-    if isinstance(x, (list, tuple)):
-        raise ValueError(
-            "Memory inputs may be an array or a flat dict of arrays; got a "
-            f"{type(x).__name__}. Give multi-input models named inputs."
-        )
-    return None, [np.asarray(x)]
+    """`(structure, leaves)` of an input structure (`keras.tree`).
+
+    `structure` is a JSON-able template of `x` whose leaves are their
+    positions in `leaves` (`0` for a single array); `leaves` are NumPy
+    arrays. Any nesting of dicts, lists and tuples works (tuples come back
+    as lists after a config round trip).
+    """
+    leaves = [np.asarray(leaf) for leaf in tree.flatten(x)]
+    positions = iter(range(len(leaves)))
+    structure = tree.map_structure(lambda _: next(positions), x)
+    return _plain(structure), leaves
 
 
-def _pack(keys, leaves):
-    return leaves[0] if keys is None else dict(zip(keys, leaves))
+def _plain(structure):
+    """The template with tuples as lists (what JSON keeps)."""
+    if isinstance(structure, dict):
+        return {k: _plain(v) for k, v in structure.items()}
+    if isinstance(structure, (list, tuple)):
+        return [_plain(v) for v in structure]
+    return structure
 
 
-def _describe(keys, shapes):
-    if keys is None:
+def _pack(structure, leaves):
+    return tree.pack_sequence_as(structure, list(leaves))
+
+
+def _describe(structure, shapes):
+    if structure == 0:
         return f"an array of per-sample shape {tuple(shapes[0])}"
-    return "a dict " + str({k: tuple(s) for k, s in zip(keys, shapes)})
+    shaped = _pack(structure, [tuple(s) for s in shapes])
+    return f"the structure {shaped}"
+
+
+def _legacy_structure(keys):
+    """The template for the `input_keys` of keras_fip 0.1 specs."""
+    return 0 if keys is None else {k: i for i, k in enumerate(keys)}
 
 
 def _num_samples(leaves):
@@ -158,11 +171,11 @@ class Memory:
         """
         if self.built:
             return
-        keys, leaves = _flatten(sample_inputs)
+        structure, leaves = _flatten(sample_inputs)
         _num_samples(leaves)
-        outputs = _call_model(model, _pack(keys, [a[:1] for a in leaves]))
+        outputs = _call_model(model, _pack(structure, [a[:1] for a in leaves]))
         spec = {
-            "input_keys": keys,
+            "input_structure": structure,
             "inputs": [
                 {"shape": list(a.shape[1:]), "dtype": str(a.dtype)}
                 for a in leaves
@@ -193,7 +206,10 @@ class Memory:
         self.labels = variable((cap,), "int32", "labels")
         self.task_ids = variable((cap,), "int32", "task_ids")
         self.anchored = variable((cap,), "int32", "anchored")
-        self._input_keys = spec["input_keys"]
+        if "input_structure" not in spec:
+            spec = dict(spec, input_structure=_legacy_structure(
+                spec["input_keys"]))
+        self._input_structure = spec["input_structure"]
         self._input_variables = [
             variable((cap, *s["shape"]), s["dtype"], f"inputs_{i}")
             for i, s in enumerate(spec["inputs"])
@@ -201,12 +217,13 @@ class Memory:
         self.anchor_outputs = variable(
             (cap, *spec["outputs"]["shape"]), "float32", "anchor_outputs"
         )
-        self.spec = {k: spec[k] for k in ("input_keys", "inputs", "outputs")}
+        self.spec = {k: spec[k]
+                     for k in ("input_structure", "inputs", "outputs")}
 
     @property
     def inputs(self):
         """The input variables: one, or a dict like the model's inputs."""
-        return _pack(self._input_keys, self._input_variables)
+        return _pack(self._input_structure, self._input_variables)
 
     @property
     def variables(self):
@@ -233,7 +250,7 @@ class Memory:
         self._require_built("read")
         n = self.size
         inputs = _pack(
-            self._input_keys,
+            self._input_structure,
             [ops.convert_to_numpy(v)[:n] for v in self._input_variables],
         )
         labels = ops.convert_to_numpy(self.labels)[:n]
@@ -360,7 +377,7 @@ class Memory:
             outputs = []
             for start in range(0, len(todo), batch_size):
                 batch = _pack(
-                    self._input_keys,
+                    self._input_structure,
                     [a[start : start + batch_size] for a in leaves],
                 )
                 outputs.append(ops.convert_to_numpy(_call_model(model, batch)))
@@ -423,7 +440,7 @@ class Memory:
         )
         index = ops.take(self.order.value, positions, axis=0)
         inputs = _pack(
-            self._input_keys,
+            self._input_structure,
             [ops.take(v.value, index, axis=0) for v in self._input_variables],
         )
         anchors = ops.take(self.anchor_outputs.value, index, axis=0)
@@ -444,14 +461,14 @@ class Memory:
 
     def _check_inputs(self, x):
         """Returns the leaves of `x`; raises if they do not fit the spec."""
-        keys, leaves = _flatten(x)
+        structure, leaves = _flatten(x)
         expected = [s["shape"] for s in self.spec["inputs"]]
         shapes = [list(a.shape[1:]) for a in leaves]
-        if keys != self._input_keys or shapes != expected:
+        if structure != self._input_structure or shapes != expected:
             raise ValueError(
                 "Memory inputs do not fit the memory (and model) they are "
-                f"for: expected {_describe(self._input_keys, expected)}, got "
-                f"{_describe(keys, shapes)}. Pass inputs shaped like the "
+                f"for: expected {_describe(self._input_structure, expected)}, got "
+                f"{_describe(structure, shapes)}. Pass inputs shaped like the "
                 "model's inputs (a dict with the same keys for dict-input "
                 "models)."
             )
@@ -496,5 +513,5 @@ def _call_model(model, inputs):
 
 
 def _shapes(inputs):
-    keys, leaves = _flatten(inputs)
-    return keys, [a.shape[1:] for a in leaves]
+    structure, leaves = _flatten(inputs)
+    return structure, [a.shape[1:] for a in leaves]

@@ -132,11 +132,37 @@ def test_dict_inputs():
         memory.add(x["a"], y)
 
 
+def test_nested_input_structures():
+    a, b, c = (keras.Input((3,)), keras.Input((2,)), keras.Input((1,)))
+    out = keras.layers.Dense(4)(keras.layers.Concatenate()([a, b, c]))
+    model = keras.Model({"pair": [a, b], "single": c}, out)
+    x = {"pair": [np.random.rand(8, 3).astype("float32"),
+                  np.random.rand(8, 2).astype("float32")],
+         "single": np.random.rand(8, 1).astype("float32")}
+    memory = keras_fip.Memory(capacity=4)
+    memory.build(model, x)
+    memory.add(x, np.arange(8) % 4)
+    memory.consolidate(model)
+    stored = memory.stored()[0]
+    assert stored["pair"][0].shape == (4, 3) and stored["single"].shape == (4, 1)
+    batch, anchors, _ = memory.next_batch(2)
+    assert ops.convert_to_numpy(batch["pair"][1]).shape == (2, 2)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(model(batch)), ops.convert_to_numpy(anchors),
+        rtol=1e-5, atol=1e-6)
+    clone = keras_fip.Memory.from_config(memory.get_config())
+    assert [tuple(v.shape) for v in clone.variables] == [
+        tuple(v.shape) for v in memory.variables]
+    with pytest.raises(ValueError, match="do not fit the memory"):
+        memory.add({"pair": x["pair"][:1], "single": x["single"]},
+                   np.arange(8) % 4)
+
+
 @pytest.mark.parametrize(
     "bad, match",
     [
         (np.zeros((5, 63), "float32"), "do not fit the memory"),
-        ((np.zeros((5, 64), "float32"),), "flat dict"),
+        ((np.zeros((5, 64), "float32"),), "do not fit the memory"),
     ],
 )
 def test_inputs_that_do_not_fit_are_rejected(bad, match):

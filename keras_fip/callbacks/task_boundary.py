@@ -10,10 +10,11 @@ from keras_fip.evaluation import predict_outputs
 
 
 def _leaves(x):
-    """The arrays of `x` (an array, a list of strings, or a dict of them)."""
-    if isinstance(x, dict):
-        return [np.asarray(v) for v in tree.flatten(x)]
-    return [np.asarray(x)]
+    """The arrays of `x`: one array or list of strings (raw text for a
+    KerasHub preprocessor), or any structure of arrays (`keras.tree`)."""
+    if isinstance(x, (list, tuple)) and all(isinstance(e, str) for e in x):
+        return [np.asarray(x)]
+    return [np.asarray(leaf) for leaf in tree.flatten(x)]
 
 
 def _check_data(task_id, x, y):
