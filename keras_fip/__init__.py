@@ -3,40 +3,57 @@
 Raghavan, Tharwat, Hari, Satani, Thomson, "Engineering flexible machine
 learning systems by traversing functionally invariant paths", Nature Machine
 Intelligence 2024 (arXiv 2205.00334).
+
+Importing the package imports every public module, so that Keras can
+deserialize keras_fip's optimizers and terms from a `.keras` file. The one
+exception is the `keras-fip` command: there the names load on first use
+(PEP 562), so that `keras-fip bench --help` starts without Keras or a
+backend.
 """
 
-from keras_fip import baselines
-from keras_fip import callbacks
-from keras_fip import continual_metrics
-from keras_fip import datasets
-from keras_fip import distances
-from keras_fip import hub
-from keras_fip import saving
-from keras_fip import sparsity
-from keras_fip import terms
-from keras_fip import weight_space
-from keras_fip.continual_optimizer import ContinualOptimizer
-from keras_fip.fip_optimizer import FIPOptimizer
-from keras_fip.memory import Memory
-from keras_fip.stream_training import StreamResult
-from keras_fip.stream_training import fit_stream
+import importlib
+import os
+import sys
+
 from keras_fip.version import __version__
 
-__all__ = [
-    "ContinualOptimizer",
-    "FIPOptimizer",
-    "Memory",
-    "StreamResult",
-    "__version__",
-    "baselines",
-    "callbacks",
-    "continual_metrics",
-    "datasets",
-    "distances",
-    "fit_stream",
-    "hub",
-    "saving",
-    "sparsity",
-    "terms",
-    "weight_space",
-]
+_MODULES = ("baselines", "callbacks", "continual_metrics", "datasets",
+            "distances", "evaluation", "hub", "saving", "sparsity", "terms",
+            "weight_space")
+_NAMES = {
+    "ContinualOptimizer": "keras_fip.continual_optimizer",
+    "FIPOptimizer": "keras_fip.fip_optimizer",
+    "Memory": "keras_fip.memory",
+    "StreamResult": "keras_fip.stream_training",
+    "evaluate_stream": "keras_fip.evaluation",
+    "fit_stream": "keras_fip.stream_training",
+}
+
+__all__ = sorted([*_NAMES, *_MODULES, "__version__"])
+
+
+def __getattr__(name):
+    if name in _MODULES:
+        value = importlib.import_module(f"keras_fip.{name}")
+    elif name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name]), name)
+    else:
+        raise AttributeError(f"module 'keras_fip' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__
+
+
+def _started_as_the_command():
+    """Whether this process is `keras-fip ...` (or `python -m` of it)."""
+    program = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return program in ("keras-fip", "-m")
+
+
+if not _started_as_the_command():
+    for _name in __all__:
+        if _name != "__version__":
+            __getattr__(_name)

@@ -116,3 +116,32 @@ class EvalSets:
                      batch_size=batch_size, preprocess=False)
             for k in tasks
         ]
+
+
+def evaluate_stream(model, stream, batch_size=256):
+    """Test accuracy of `model` on every task of `stream`, in task order.
+
+    The one-call evaluation for any trained model: after continual training,
+    or a jointly trained one (`fit` on `stream.joint()`). A KerasHub model's
+    preprocessor is applied to the raw test inputs.
+
+    Args:
+        model: a Keras model with one head over all classes.
+        stream: a `keras_fip.datasets.TaskStream`, or a list of `(x, y)`
+            test pairs, one per task.
+        batch_size: batch size of the forward passes.
+
+    Returns:
+        A list of floats, one accuracy per task.
+
+    Example:
+
+    ```python
+    import keras, numpy as np, keras_fip
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    x, y = np.ones((6, 4), "float32"), np.zeros(6, "int32")
+    accuracies = keras_fip.evaluate_stream(model, [(x, y), (x, y + 1)])
+    assert len(accuracies) == 2
+    ```
+    """
+    return EvalSets(stream).accuracies(model, batch_size=batch_size)

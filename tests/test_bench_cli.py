@@ -88,3 +88,63 @@ def test_console_entry_point_exit_code():
     )
     assert result.returncode == 2
     assert "unknown method 'nope'" in result.stderr
+
+
+def test_a_quick_run_says_so_in_every_output(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "bench"
+    assert cli.main(["bench", "--quick", "--streams", "split-digits",
+                     "--methods", "finetune", "fip", "--seeds", "3",
+                     "--out", str(out)]) == 0
+    with open(out / "results.json") as f:
+        results = json.load(f)
+    assert results["quick"] is True and "QUICK" in results["note"]
+    # What ran, not what was asked for: one seed, one epoch per task.
+    assert results["config"]["seeds"] == 1
+    assert results["config"]["epochs_per_task"] == {"split-digits": 1}
+    assert {r["epochs_per_task"] for r in results["runs"]} == {1}
+    assert (out / "results.md").read_text().startswith("**QUICK SMOKE RUN")
+    assert sorted(results["files"]) == sorted(
+        n for n in os.listdir(out))
+
+
+def test_a_later_run_replaces_the_earlier_runs_files(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "bench"
+    assert cli.main(["bench", "--quick", "--streams", "split-digits",
+                     "--methods", "finetune", "--out", str(out)]) == 0
+    assert (out / "split-digits_curves.png").exists()
+    assert cli.main(["bench", "--quick", "--streams", "split-digits",
+                     "--methods", "finetune", "--out", str(out),
+                     "--no-plots"]) == 0
+    assert sorted(os.listdir(out)) == ["results.json", "results.md"]
+
+
+def test_help_starts_without_keras_or_a_backend():
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "keras_fip.bench.cli",
+         "bench", "--help"], capture_output=True, text=True,
+        env={**os.environ, "KERAS_BACKEND": BACKEND})
+    assert result.returncode == 0 and "--quick" in result.stdout
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0]
+                for line in result.stderr.splitlines() if "|" in line}
+    assert not imported & {"keras", "tensorflow", "jax", "torch"}
+
+
+def test_ctrl_c_ends_with_one_line_and_leaves_earlier_results(
+        tmp_path, monkeypatch, capsys):
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / "results.json").write_text('{"earlier": true}')
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run", interrupted)
+    code = cli.main(["bench", "--quick", "--streams", "split-digits",
+                     "--methods", "fip", "--out", str(out)])
+    assert code == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "interrupted" in err[0]
+    assert os.listdir(out) == ["results.json"]
+    assert (out / "results.json").read_text() == '{"earlier": true}'

@@ -22,6 +22,7 @@ EXAMPLES = {
        and name != "DirectionTerm"},
     "Memory": keras_fip.Memory,
     "EvalSets": keras_fip.evaluation.EvalSets,
+    "evaluate_stream": keras_fip.evaluate_stream,
     "TaskStream.holdout": keras_fip.datasets.TaskStream.holdout,
     "TaskStream.map_inputs": keras_fip.datasets.TaskStream.map_inputs,
     "distances": distances,

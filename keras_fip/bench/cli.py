@@ -32,8 +32,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser():
-    from keras_fip.bench.registry import METHODS
-    from keras_fip.bench.registry import STREAMS
+    # Names only: `--help` must not import Keras (and so a backend).
+    from keras_fip.bench.names import METHODS
+    from keras_fip.bench.names import STREAMS
 
     parser = _Parser(prog="keras-fip", description="keras_fip tools.")
     commands = parser.add_subparsers(dest="command")
@@ -58,8 +59,8 @@ def _parser():
 
 
 def _check(args):
-    from keras_fip.bench.registry import METHODS
-    from keras_fip.bench.registry import STREAMS
+    from keras_fip.bench.names import METHODS
+    from keras_fip.bench.names import STREAMS
 
     for kind, chosen, known in (("stream", args.streams, STREAMS),
                                 ("method", args.methods, METHODS)):
@@ -130,23 +131,33 @@ def bench(args):
         runs.append(record)
         progress.update(i + 1, [("avg_acc", record["average_accuracy"])])
     summary = report.summarize(runs)
-    table = report.markdown(summary, backend)
+    table = report.markdown(summary, backend, quick=args.quick)
+    config = {k: v for k, v in vars(args).items() if k != "command"}
+    config.update(seeds=seeds, epochs_per_task={
+        name: args.epochs or (STREAMS[name].quick_epochs if args.quick
+                              else STREAMS[name].epochs)
+        for name in args.streams})
     os.makedirs(args.out, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".bench-", dir=args.out)
     try:
-        with open(os.path.join(staging, "results.json"), "w") as f:
-            json.dump({
-                "config": {k: v for k, v in vars(args).items()
-                           if k != "command"},
-                "backend": backend, "versions": _versions(),
-                "wall_seconds": time.time() - start,
-                "definitions": report.DEFINITIONS,
-                "summary": summary, "runs": runs,
-            }, f, indent=1)
+        written = ["results.json", "results.md"]
         with open(os.path.join(staging, "results.md"), "w") as f:
             f.write(table + "\n")
         if not args.no_plots:
-            report.plots(runs, summary, staging)
+            written += [os.path.basename(p) for p in
+                        report.plots(runs, summary, staging,
+                                     quick=args.quick)]
+        with open(os.path.join(staging, "results.json"), "w") as f:
+            json.dump({
+                "config": config, "quick": args.quick,
+                "note": report.QUICK_MARK if args.quick else None,
+                "backend": backend, "versions": _versions(),
+                "wall_seconds": time.time() - start,
+                "definitions": report.DEFINITIONS,
+                "files": written,
+                "summary": summary, "runs": runs,
+            }, f, indent=1)
+        _remove_previous_run(args.out)
         for name in os.listdir(staging):
             os.replace(os.path.join(staging, name),
                        os.path.join(args.out, name))
@@ -155,6 +166,25 @@ def bench(args):
     print("\n" + table)
     print(f"wrote {args.out} in {time.time() - start:.0f} s")
     return 0
+
+
+def _remove_previous_run(out):
+    """Deletes every file an earlier run wrote into `out` (its manifest,
+    or what a run without one writes), so no stale plot stays beside new
+    results."""
+    previous = os.path.join(out, "results.json")
+    names = {"results.json", "results.md"}
+    try:
+        with open(previous) as f:
+            names |= set(json.load(f).get("files") or [])
+    except (OSError, ValueError):
+        pass
+    names |= {n for n in os.listdir(out)
+              if n.endswith(("_matrices.png", "_curves.png"))}
+    for name in names:
+        path = os.path.join(out, os.path.basename(name))
+        if os.path.isfile(path):
+            os.remove(path)
 
 
 def main(argv=None):
@@ -173,7 +203,12 @@ def main(argv=None):
     except _ArgumentError as error:
         print(f"keras-fip: error: {error}", file=sys.stderr)
         return 2
-    return bench(args)
+    try:
+        return bench(args)
+    except KeyboardInterrupt:
+        print(f"keras-fip: interrupted; nothing was written ({args.out} is "
+              "as it was)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import keras
 
 import keras_fip
 from keras_fip import baselines
+from keras_fip.bench import names
 
 MEMORY_PER_CLASS = 20
 
@@ -86,3 +87,7 @@ STREAMS = {
     "split-wordnet": StreamSpec(
         load=keras_fip.datasets.split_wordnet, model=text_model, epochs=10),
 }
+
+if tuple(METHODS) != names.METHODS or tuple(STREAMS) != names.STREAMS:
+    raise ImportError(
+        "keras_fip.bench.names must list the registry's methods and streams")

@@ -34,8 +34,13 @@ def summarize(runs):
     return out
 
 
-def markdown(summary, backend):
-    lines = [f"Backend: {backend}. {DEFINITIONS}", ""]
+QUICK_MARK = ("QUICK SMOKE RUN (1 seed, 1 epoch per task): it checks that "
+              "every method runs; its numbers rank nothing.")
+
+
+def markdown(summary, backend, quick=False):
+    lines = ([f"**{QUICK_MARK}**", ""] if quick else []) + [
+        f"Backend: {backend}. {DEFINITIONS}", ""]
     for stream, methods in summary.items():
         lines += [
             f"### {stream}",
@@ -64,8 +69,11 @@ def _after_each_task(matrix):
     return [float(R[t, : t + 1].mean()) for t in range(R.shape[0])]
 
 
-def plots(runs, summary, folder):
-    """Writes `<stream>_matrices.png` and `<stream>_curves.png`; returns paths."""
+def plots(runs, summary, folder, quick=False):
+    """Writes `<stream>_matrices.png` and `<stream>_curves.png`; returns paths.
+
+    A quick run's figures say so in their titles."""
+    mark = " — quick smoke run, not a result" if quick else ""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,7 +97,7 @@ def plots(runs, summary, folder):
             ax.set_title(f"{method} (seed {first[method]['seed']})", fontsize=9)
             ax.set_xlabel("tested task k", fontsize=8)
             ax.set_ylabel("after task t", fontsize=8)
-        fig.suptitle(f"{stream}: accuracy matrices R[t, k]")
+        fig.suptitle(f"{stream}: accuracy matrices R[t, k]{mark}")
         path = f"{folder}/{stream}_matrices.png"
         fig.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(fig)
@@ -116,7 +124,7 @@ def plots(runs, summary, folder):
                   yerr=[f[1] for f in forgetting], capsize=3)
         right.set_ylabel("forgetting (Chaudhry)")
         right.tick_params(axis="x", rotation=45)
-        fig.suptitle(f"{stream}")
+        fig.suptitle(f"{stream}{mark}")
         path = f"{folder}/{stream}_curves.png"
         fig.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(fig)

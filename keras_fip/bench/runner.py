@@ -29,9 +29,7 @@ def run(stream_name, stream, method, seed, epochs):
     if method == "joint":
         x, y = stream.joint()
         model.fit(x, y, epochs=epochs, batch_size=spec.batch_size, verbose=0)
-        evaluator = keras_fip.callbacks.AccuracyMatrix(stream)
-        evaluator.set_model(model)
-        matrix = np.array([evaluator.evaluate()])
+        matrix = np.array([keras_fip.evaluate_stream(model, stream)])
         summary = {"average_accuracy": float(matrix[-1].mean()),
                    "forgetting": None, "backward_transfer": None}
     else:

@@ -1,0 +1,9 @@
+"""The names `keras-fip bench` knows, without importing Keras.
+
+`keras_fip.bench.registry` defines what each name runs and checks that it
+defines exactly these (so `keras-fip bench --help` starts without a backend).
+"""
+
+METHODS = ("finetune", "joint", "er", "derpp", "agem", "ewc", "lwf", "si",
+           "fip", "fip-l2")
+STREAMS = ("split-digits", "permuted-digits", "split-wordnet")
