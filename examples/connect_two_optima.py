@@ -53,7 +53,8 @@ def train(seed, x, y, epochs):
 
 
 def weights(model):
-    return [ops.convert_to_numpy(v).copy() for v in model.trainable_variables]
+    return [ops.convert_to_numpy(v.value).copy()
+            for v in model.trainable_variables]
 
 
 def distance(a, b):

@@ -48,6 +48,7 @@ from keras_fip.step import Step
 from keras_fip.task_cycle import Task
 from keras_fip.task_cycle import TaskCycle
 from keras_fip.terms.base import DirectionTerm
+from keras_fip.arrays import as_numpy
 
 
 def _any(flags):
@@ -278,7 +279,7 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
                 term.begin_task(self, model, task)
 
     def _step_count(self):
-        return int(ops.convert_to_numpy(self.iterations))
+        return int(as_numpy(self.iterations))
 
     def begin_epoch(self, epoch):
         """Called when an epoch starts (reshuffles the memory)."""

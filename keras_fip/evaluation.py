@@ -4,6 +4,8 @@ import numpy as np
 from keras import ops
 from keras import tree
 
+from keras_fip.arrays import as_numpy
+
 
 def find_continual_optimizer(optimizer, cls=None):
     """The keras_fip optimizer in `optimizer` (maybe wrapped), or None.
@@ -58,7 +60,7 @@ def predict_outputs(model, x, batch_size=256, preprocess=True):
     outputs = []
     for start in range(0, n, batch_size):
         batch = tree.map_structure(lambda a: a[start : start + batch_size], x)
-        outputs.append(ops.convert_to_numpy(model(batch, training=False)))
+        outputs.append(as_numpy(model(batch, training=False)))
     return np.concatenate(outputs)
 
 

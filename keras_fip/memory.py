@@ -29,6 +29,7 @@ from keras import tree
 
 from keras_fip.memory_selection import class_balanced_keep
 from keras_fip.memory_selection import reservoir_keep
+from keras_fip.arrays import as_numpy
 
 
 def _flatten(x):
@@ -236,14 +237,14 @@ class Memory:
     @property
     def size(self):
         """The number of samples stored."""
-        return int(ops.convert_to_numpy(self.num_stored)) if self.built else 0
+        return int(as_numpy(self.num_stored)) if self.built else 0
 
     @property
     def is_active(self):
         """Whether the optimizer protects the memory (stored and anchored)."""
         if not self.built:
             return False
-        return int(ops.convert_to_numpy(self.num_active)) > 0
+        return int(as_numpy(self.num_active)) > 0
 
     def stored(self):
         """Returns the stored `(inputs, labels, task_ids, anchor_outputs)`."""
@@ -251,11 +252,11 @@ class Memory:
         n = self.size
         inputs = _pack(
             self._input_structure,
-            [ops.convert_to_numpy(v)[:n] for v in self._input_variables],
+            [as_numpy(v)[:n] for v in self._input_variables],
         )
-        labels = ops.convert_to_numpy(self.labels)[:n]
-        tasks = ops.convert_to_numpy(self.task_ids)[:n]
-        anchors = ops.convert_to_numpy(self.anchor_outputs)[:n]
+        labels = as_numpy(self.labels)[:n]
+        tasks = as_numpy(self.task_ids)[:n]
+        anchors = as_numpy(self.anchor_outputs)[:n]
         return inputs, labels, tasks, anchors
 
     def add(self, x, y=None, task_id=0):
@@ -276,7 +277,7 @@ class Memory:
         leaves = self._check_inputs(x)
         n = _num_samples(leaves)
         stored_inputs, labels, tasks, anchors = self.stored()
-        flags = ops.convert_to_numpy(self.anchored)[: self.size]
+        flags = as_numpy(self.anchored)[: self.size]
         old_leaves = _flatten(stored_inputs)[1]
         labelled_before = self.size > 0 and labels.min() >= 0
         if self.size > 0 and (y is None) == labelled_before:
@@ -286,7 +287,7 @@ class Memory:
                 f"{'labelled' if labelled_before else 'unlabelled'} samples "
                 f"and was given {'no labels' if y is None else 'labels'}."
             )
-        num_adds = int(ops.convert_to_numpy(self.num_seen))
+        num_adds = int(as_numpy(self.num_seen))
         rng = np.random.default_rng([self.seed, num_adds, n, int(task_id)])
         new_tasks = np.full((n,), int(task_id), "int64")
         if y is None:
@@ -363,16 +364,16 @@ class Memory:
         """
         self._require_built("consolidate")
         n = self.size
-        flags = ops.convert_to_numpy(self.anchored)
+        flags = as_numpy(self.anchored)
         if refresh:
             todo = np.arange(n)
         else:
-            task_ids = ops.convert_to_numpy(self.task_ids)[:n]
+            task_ids = as_numpy(self.task_ids)[:n]
             todo = np.flatnonzero((flags[:n] == 0)
                                   | np.isin(task_ids, list(tasks)))
         if len(todo):
             leaves = [
-                ops.convert_to_numpy(v)[todo] for v in self._input_variables
+                as_numpy(v)[todo] for v in self._input_variables
             ]
             outputs = []
             for start in range(0, len(todo), batch_size):
@@ -380,7 +381,7 @@ class Memory:
                     self._input_structure,
                     [a[start : start + batch_size] for a in leaves],
                 )
-                outputs.append(ops.convert_to_numpy(_call_model(model, batch)))
+                outputs.append(as_numpy(_call_model(model, batch)))
             outputs = np.concatenate(outputs)
             bad = ~np.isfinite(outputs.reshape(len(todo), -1)).all(axis=1)
             if bad.any():
@@ -392,7 +393,7 @@ class Memory:
                     "anchors; the memory is as it was. Restore the weights "
                     "of a finite network (a checkpoint) and train again."
                 )
-            anchors = ops.convert_to_numpy(self.anchor_outputs).copy()
+            anchors = as_numpy(self.anchor_outputs).copy()
             anchors[todo] = outputs
             self.anchor_outputs.assign(anchors)
             flags = flags.copy()
@@ -404,7 +405,7 @@ class Memory:
     def state(self):
         """A NumPy copy of every variable (for `restore`)."""
         self._require_built("read")
-        return [np.array(ops.convert_to_numpy(v)) for v in self._variables]
+        return [np.array(as_numpy(v)) for v in self._variables]
 
     def restore(self, state):
         """Writes back what `state()` returned."""
@@ -415,7 +416,7 @@ class Memory:
         """Draws a new sampling order of the stored samples (NumPy)."""
         n = self.size
         rng = np.random.default_rng(
-            [self.seed, int(ops.convert_to_numpy(self.num_seen)), 7, salt]
+            [self.seed, int(as_numpy(self.num_seen)), 7, salt]
         )
         order = np.zeros((self.capacity,), "int32")
         order[:n] = rng.permutation(n)

@@ -43,6 +43,8 @@ import numpy as np
 from keras import ops
 from keras import tree
 
+from keras_fip.arrays import as_numpy
+
 ANCHORS = ("task_start", "stored")
 HOLDS = ("finished_tasks", "current_task")
 
@@ -81,7 +83,7 @@ class Task:
 
 
 def _read_int(variable):
-    return int(ops.convert_to_numpy(variable))
+    return int(as_numpy(variable))
 
 
 class TaskCycle:

@@ -26,7 +26,8 @@ for row in keras_fip.weight_space.weight_changes(model, before):
 import re
 
 import numpy as np
-from keras import ops
+
+from keras_fip.arrays import as_numpy
 
 ATTENTION_LAYER_NAMES = ("query", "value", "query_dense", "value_dense")
 
@@ -63,15 +64,15 @@ def _as_matrix(kernel):
 
 def _lora_delta(layer):
     """(α / r) · A B of a LoRA-enabled layer, in float64, kernel-shaped."""
-    a = ops.convert_to_numpy(layer.lora_kernel_a).astype("float64")
-    b = ops.convert_to_numpy(layer.lora_kernel_b).astype("float64")
+    a = as_numpy(layer.lora_kernel_a).astype("float64")
+    b = as_numpy(layer.lora_kernel_b).astype("float64")
     delta = np.tensordot(a, b, axes=([a.ndim - 1], [0]))
     return delta * (layer.lora_alpha / layer.lora_rank)
 
 
 def _kernel(layer):
     """The layer's effective kernel in float64 (LoRA included)."""
-    base = ops.convert_to_numpy(layer._kernel).astype("float64")
+    base = as_numpy(layer._kernel).astype("float64")
     if getattr(layer, "lora_enabled", False):
         return base + _lora_delta(layer)
     return base

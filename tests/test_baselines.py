@@ -12,6 +12,7 @@ from conftest import sparse_ce
 from conftest import toy_tasks
 from keras_fip import baselines
 from keras_fip.step import Step
+from keras_fip.arrays import as_numpy
 
 JIT = BACKEND != "torch"
 ALL = {
@@ -25,7 +26,7 @@ ALL = {
 
 
 def _weights(model):
-    return [ops.convert_to_numpy(v).copy() for v in model.trainable_variables]
+    return [as_numpy(v).copy() for v in model.trainable_variables]
 
 
 def _compiled(optimizer):
@@ -84,7 +85,7 @@ def test_agem_direction_never_opposes_the_memory_gradient():
              rng.normal(size=(4,)).astype("float32")]
         m = [rng.normal(size=(3, 4)).astype("float32"),
              rng.normal(size=(4,)).astype("float32")]
-        d = [ops.convert_to_numpy(t) for t in baselines.GradientProjectionTerm().combine(
+        d = [as_numpy(t) for t in baselines.GradientProjectionTerm().combine(
             [ops.convert_to_tensor(t) for t in g],
             [ops.convert_to_tensor(t) for t in m])]
         overlap = sum(np.sum(a * b) for a, b in zip(g, m))
@@ -106,7 +107,7 @@ def test_agem_trains_with_an_active_memory():
     model = _compiled(agem)
     _fit(model, task0, 0)
     _fit(model, task1, 1)
-    assert float(ops.convert_to_numpy(agem.memory_loss)) > 0
+    assert float(as_numpy(agem.memory_loss)) > 0
 
 
 def test_ewc_penalty_is_zero_at_the_anchor_and_quadratic_away():
@@ -115,7 +116,7 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_quadratic_away():
     model = _compiled(ewc)
     _fit(model, task0, 0, epochs=3)
     assert ewc.penalty() == 0.0
-    fisher = [ops.convert_to_numpy(f) for f in ewc.importance]
+    fisher = [as_numpy(f) for f in ewc.importance]
     assert sum(f.sum() for f in fisher) > 0 and all((f >= 0).all() for f in fisher)
     start = _weights(model)
     rng = np.random.default_rng(0)
@@ -130,11 +131,11 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_quadratic_away():
     # Its gradient λ F (w − w*) is what the step adds to fit's gradient.
     variables = model.trainable_variables
     zeros = [ops.zeros(v.shape) for v in variables]
-    values = [ops.convert_to_tensor(ops.convert_to_numpy(v)) for v in variables]
+    values = [ops.convert_to_tensor(as_numpy(v)) for v in variables]
     step = Step(ewc, zeros, values, variables)
     direction = ewc.terms[0](zeros, step)
     for d, f, dl in zip(direction, fisher, delta):
-        np.testing.assert_allclose(ops.convert_to_numpy(d), 10.0 * f * 2 * dl,
+        np.testing.assert_allclose(as_numpy(d), 10.0 * f * 2 * dl,
                                    rtol=1e-4, atol=1e-7)
 
 
@@ -148,7 +149,7 @@ def test_si_importance_is_path_integral_over_squared_displacement():
     class Capture(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             self.model  # syncs JAX state
-            self.omega = [ops.convert_to_numpy(o).copy()
+            self.omega = [as_numpy(o).copy()
                           for o in si.path_integral]
 
     capture = Capture()
@@ -161,10 +162,10 @@ def test_si_importance_is_path_integral_over_squared_displacement():
     for omega_sum, o, w0, w1, a in zip(si.importance, capture.omega, start,
                                        end, si.anchor):
         np.testing.assert_allclose(
-            ops.convert_to_numpy(omega_sum),
+            as_numpy(omega_sum),
             np.maximum(o, 0) / ((w1 - w0) ** 2 + 0.1), rtol=1e-4, atol=1e-7)
-        np.testing.assert_allclose(ops.convert_to_numpy(a), w1)
-    assert all(not ops.convert_to_numpy(o).any() for o in si.path_integral)
+        np.testing.assert_allclose(as_numpy(a), w1)
+    assert all(not as_numpy(o).any() for o in si.path_integral)
 
 
 def test_si_omega_is_minus_gradient_times_step():
@@ -174,7 +175,7 @@ def test_si_omega_is_minus_gradient_times_step():
     grad = np.array([0.2, -0.4], "float32")
     si.apply([ops.convert_to_tensor(grad)], [var])
     np.testing.assert_allclose(
-        ops.convert_to_numpy(si.path_integral[0]), 0.5 * grad**2, rtol=1e-6)
+        as_numpy(si.path_integral[0]), 0.5 * grad**2, rtol=1e-6)
 
 
 def test_derpp_keeps_the_logits_of_storage_time():
@@ -189,7 +190,7 @@ def test_derpp_keeps_the_logits_of_storage_time():
     for x, a in zip(inputs1[tasks1 == 0], anchors1[tasks1 == 0]):
         match = np.flatnonzero((inputs0 == x).all(axis=1))[0]
         np.testing.assert_allclose(a, anchors0[match], rtol=1e-6)
-    new_outputs = ops.convert_to_numpy(model(inputs1[tasks1 == 1]))
+    new_outputs = as_numpy(model(inputs1[tasks1 == 1]))
     np.testing.assert_allclose(anchors1[tasks1 == 1], new_outputs, rtol=1e-4,
                                atol=1e-5)
 
@@ -201,14 +202,14 @@ def test_lwf_distills_the_new_task_inputs_from_the_task_start():
     model = _compiled(lwf)
     _fit(model, task0, 0)
     assert not lwf.memory.is_active  # nothing to distill from at task 0
-    teacher = ops.convert_to_numpy(model(task1[0]))
+    teacher = as_numpy(model(task1[0]))
     _fit(model, task1, 1)
     inputs, labels, tasks, anchors = lwf.memory.stored()
     assert set(tasks) == {1} and set(labels) == {-1}
     for x, a in zip(inputs, anchors):
         row = np.flatnonzero((task1[0] == x).all(axis=1))[0]
         np.testing.assert_allclose(a, teacher[row], rtol=1e-4, atol=1e-5)
-    assert float(ops.convert_to_numpy(lwf.memory_loss)) > 0
+    assert float(as_numpy(lwf.memory_loss)) > 0
 
 
 def test_replay_with_zero_weight_is_the_inner_optimizer():
@@ -224,7 +225,7 @@ def test_replay_with_zero_weight_is_the_inner_optimizer():
         plain.fit(*t, batch_size=8, epochs=2, shuffle=False, verbose=0)
     for got, want in zip(_weights(model), _weights(plain)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-    assert float(ops.convert_to_numpy(er.memory_loss)) > 0  # it was replayed
+    assert float(as_numpy(er.memory_loss)) > 0  # it was replayed
 
 
 def test_replay_remembers_what_finetuning_forgets(digits_stream):

@@ -4,6 +4,7 @@ import pytest
 from keras import ops
 
 import keras_fip
+from keras_fip.arrays import as_numpy
 from conftest import compile_fip
 from conftest import make_mlp
 from conftest import sparse_ce
@@ -61,7 +62,7 @@ def test_path_recorder_measures_distance_length_and_drift():
     assert len(records[-1]["accuracy"]) == 2
     assert "path_distance" in h.history and len(path.weights) == len(records)
     final = np.concatenate(
-        [ops.convert_to_numpy(v).ravel() for v in model.trainable_variables]
+        [as_numpy(v).ravel() for v in model.trainable_variables]
     )
     np.testing.assert_allclose(path.weights[-1], final, rtol=1e-6)
 
@@ -112,7 +113,7 @@ def test_resuming_a_task_keeps_the_anchor():
     nxt = keras_fip.callbacks.TaskBoundary(2, *task1)
     nxt.set_model(model)
     nxt.on_train_begin()  # a new task re-anchors on the current network
-    assert int(ops.convert_to_numpy(fip.task_cycle.current_task)) == 2
+    assert int(as_numpy(fip.task_cycle.current_task)) == 2
 
 
 def test_first_task_without_boundary_then_with_one_retraces():
@@ -125,7 +126,7 @@ def test_first_task_without_boundary_then_with_one_retraces():
     fip.memory.add(*task0)
     model.fit(*task1, epochs=1, verbose=0,
               callbacks=[keras_fip.callbacks.TaskBoundary(1, *task1)])
-    assert float(ops.convert_to_numpy(fip.invariance_loss)) != 0.0
+    assert float(as_numpy(fip.invariance_loss)) != 0.0
 
 
 def test_remember_task_anchors_a_network_trained_before_fip():
@@ -140,16 +141,16 @@ def test_remember_task_anchors_a_network_trained_before_fip():
     inputs, labels, tasks, anchors = fip.memory.stored()
     assert len(labels) == len(task0[1]) and (tasks == 0).all()
     # Anchored to the network as it is now, before any FIP step.
-    np.testing.assert_allclose(anchors, ops.convert_to_numpy(model(inputs)),
+    np.testing.assert_allclose(anchors, as_numpy(model(inputs)),
                                rtol=1e-5, atol=1e-5)
     model.fit(*task1, epochs=20, verbose=0,
               callbacks=[keras_fip.callbacks.TaskBoundary(1, *task1)])
-    assert float(ops.convert_to_numpy(fip.invariance_loss)) != 0.0
+    assert float(as_numpy(fip.invariance_loss)) != 0.0
     finetuned.compile(optimizer=keras.optimizers.Adam(1e-2), loss=sparse_ce())
     finetuned.fit(*task1, epochs=20, verbose=0)
     def drift(network):  # probability movement on task 0's inputs
-        now = ops.convert_to_numpy(ops.softmax(network(inputs)))
-        return np.abs(now - ops.convert_to_numpy(ops.softmax(anchors))).mean()
+        now = as_numpy(ops.softmax(network(inputs)))
+        return np.abs(now - as_numpy(ops.softmax(anchors))).mean()
 
     assert drift(model) < 0.5 * drift(finetuned), (drift(model),
                                                    drift(finetuned))

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
-from keras import ops
 
 from keras_fip import distances
+from keras_fip.arrays import as_numpy
 
 
 def _softmax(z):
@@ -19,7 +19,7 @@ def test_bhattacharyya_matches_formula():
     p, q = _softmax(Y.astype("float64")), _softmax(A.astype("float64"))
     eps = max(1e-10, 1e-3 * q.min())
     expected = -np.log(np.sqrt(p * q + eps).sum(-1))
-    got = ops.convert_to_numpy(distances.bhattacharyya(Y, A))
+    got = as_numpy(distances.bhattacharyya(Y, A))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -30,7 +30,7 @@ def test_bhattacharyya_is_quadratic_fisher_near_anchor():
     delta = np.array([[5e-3, -3e-3, -2e-3, 0.0]])
 
     def bh(p):
-        return float(ops.convert_to_numpy(distances.bhattacharyya(
+        return float(as_numpy(distances.bhattacharyya(
             p.astype("float32"), q.astype("float32"), from_logits=False))[0])
 
     fisher = 0.125 * np.sum(delta[:, :3] ** 2 / q[:, :3])
@@ -39,13 +39,13 @@ def test_bhattacharyya_is_quadratic_fisher_near_anchor():
 
 def test_squared_l2_and_kl_match_formulas():
     np.testing.assert_allclose(
-        ops.convert_to_numpy(distances.squared_l2(Y, A)),
+        as_numpy(distances.squared_l2(Y, A)),
         ((Y - A) ** 2).sum(-1),
         rtol=1e-5,
     )
     p, q = _softmax(Y.astype("float64")), _softmax(A.astype("float64"))
     np.testing.assert_allclose(
-        ops.convert_to_numpy(distances.kl(Y, A)),
+        as_numpy(distances.kl(Y, A)),
         (q * (np.log(q) - np.log(p))).sum(-1),
         rtol=1e-4,
         atol=1e-6,
@@ -54,8 +54,8 @@ def test_squared_l2_and_kl_match_formulas():
 
 @pytest.mark.parametrize("name", distances.DISTANCES)
 def test_anchor_is_the_minimum(name):
-    at_anchor = ops.convert_to_numpy(distances.get(name)(Y, Y))
-    moved = ops.convert_to_numpy(distances.get(name)(Y + 0.3 * A, Y))
+    at_anchor = as_numpy(distances.get(name)(Y, Y))
+    moved = as_numpy(distances.get(name)(Y + 0.3 * A, Y))
     assert np.all(at_anchor < moved)
     if name == "bhattacharyya":  # the reference eps shifts it below 0
         q = _softmax(Y.astype("float64"))

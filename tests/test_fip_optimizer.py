@@ -6,6 +6,7 @@ import pytest
 from keras import ops
 
 import keras_fip
+from keras_fip.arrays import as_numpy
 from conftest import BACKEND
 from conftest import compile_fip
 from conftest import make_mlp
@@ -16,7 +17,7 @@ JIT = BACKEND != "torch"  # XLA on TensorFlow, jax.jit on JAX
 
 
 def _weights(model):
-    return [ops.convert_to_numpy(v).copy() for v in model.trainable_variables]
+    return [as_numpy(v).copy() for v in model.trainable_variables]
 
 
 def _fit(model, x, y, callbacks=(), epochs=2):
@@ -57,7 +58,7 @@ def test_active_memory_adds_the_invariance_term():
     model, fip, task0, task1 = _two_tasks(inner=keras.optimizers.Adam(1e-2))
     assert fip.memory.is_active and fip.memory.size == 16
     _fit(model, *task1, callbacks=[keras_fip.callbacks.TaskBoundary(1, *task1)])
-    assert float(ops.convert_to_numpy(fip.invariance_loss)) > 1e-4
+    assert float(as_numpy(fip.invariance_loss)) > 1e-4
     assert model.jit_compile == JIT
 
 
@@ -81,9 +82,9 @@ def _probability_drift(beta):
     fip.beta.assign(beta)
     inputs, _, _, anchors = fip.memory.stored()
     _fit(model, *task1, callbacks=[keras_fip.callbacks.TaskBoundary(1, *task1)])
-    assert float(ops.convert_to_numpy(fip.beta)) == beta
-    now = ops.convert_to_numpy(ops.softmax(model(inputs)))
-    return np.abs(now - ops.convert_to_numpy(ops.softmax(anchors))).max()
+    assert float(as_numpy(fip.beta)) == beta
+    now = as_numpy(ops.softmax(model(inputs)))
+    return np.abs(now - as_numpy(ops.softmax(anchors))).max()
 
 
 def test_beta_is_a_variable_callbacks_can_change():
@@ -105,7 +106,7 @@ def _task0_anchors_after_task1(anchors):
     # Match the task-0 samples still kept to the rows stored after task 0.
     rows = [int(np.flatnonzero((inputs == x).all(axis=1))[0])
             for x in now_inputs[tasks == 0]]
-    outputs_now = ops.convert_to_numpy(model(now_inputs[tasks == 0]))
+    outputs_now = as_numpy(model(now_inputs[tasks == 0]))
     return now_anchors[tasks == 0], at_task0_end[rows], outputs_now
 
 
@@ -197,9 +198,9 @@ def test_keras_file_round_trip_resumes_with_the_memory(tmp_path):
     assert isinstance(restored, keras_fip.FIPOptimizer)
     for a, b in zip(fip.memory.stored(), restored.memory.stored()):
         np.testing.assert_array_equal(a, b)
-    assert int(ops.convert_to_numpy(restored.task_cycle.current_task)) == 1
-    assert int(ops.convert_to_numpy(restored.iterations)) == int(
-        ops.convert_to_numpy(fip.iterations)
+    assert int(as_numpy(restored.task_cycle.current_task)) == 1
+    assert int(as_numpy(restored.iterations)) == int(
+        as_numpy(fip.iterations)
     )
     # Both continue the same task identically: same memory, same anchors.
     for m in (model, loaded):

@@ -1,9 +1,9 @@
 import keras
 import numpy as np
 import pytest
-from keras import ops
 
 import keras_fip
+from keras_fip.arrays import as_numpy
 from conftest import make_mlp
 
 
@@ -89,7 +89,7 @@ def test_consolidate_stores_model_outputs_and_activates():
     assert memory.is_active
     inputs, _, _, anchors = memory.stored()
     np.testing.assert_allclose(
-        anchors, ops.convert_to_numpy(model(inputs)), rtol=1e-5, atol=1e-6
+        anchors, as_numpy(model(inputs)), rtol=1e-5, atol=1e-6
     )
 
 
@@ -104,7 +104,7 @@ def test_next_batch_walks_a_permutation():
     seen = []
     for _ in range(3):
         batch, _, _ = memory.next_batch(2)
-        seen.extend(ops.convert_to_numpy(batch).tolist())
+        seen.extend(as_numpy(batch).tolist())
     assert sorted(map(tuple, seen)) == sorted(map(tuple, inputs.tolist()))
 
 
@@ -146,9 +146,9 @@ def test_nested_input_structures():
     stored = memory.stored()[0]
     assert stored["pair"][0].shape == (4, 3) and stored["single"].shape == (4, 1)
     batch, anchors, _ = memory.next_batch(2)
-    assert ops.convert_to_numpy(batch["pair"][1]).shape == (2, 2)
+    assert as_numpy(batch["pair"][1]).shape == (2, 2)
     np.testing.assert_allclose(
-        ops.convert_to_numpy(model(batch)), ops.convert_to_numpy(anchors),
+        as_numpy(model(batch)), as_numpy(anchors),
         rtol=1e-5, atol=1e-6)
     clone = keras_fip.Memory.from_config(memory.get_config())
     assert [tuple(v.shape) for v in clone.variables] == [

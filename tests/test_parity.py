@@ -10,9 +10,9 @@ under each backend therefore checks every backend against one trace.
 
 import keras
 import numpy as np
-from keras import ops
 
 import keras_fip
+from keras_fip.arrays import as_numpy
 from conftest import BACKEND
 from numpy_reference import fip_trace
 
@@ -28,7 +28,7 @@ class _Trace(keras.callbacks.Callback):
         self.losses.append(float(logs["loss"]))
         optimizer = self.model.optimizer  # syncs JAX state first
         self.invariances.append(
-            float(ops.convert_to_numpy(optimizer.invariance_loss))
+            float(as_numpy(optimizer.invariance_loss))
         )
 
 
@@ -62,7 +62,7 @@ def test_first_20_losses_match_the_numpy_reference(digits_stream):
     memory.consolidate(model)
     fip.bind(model)
     memory_x = memory.stored()[0]
-    order = ops.convert_to_numpy(memory.order)[: memory.size]
+    order = as_numpy(memory.order)[: memory.size]
 
     x = task1.x_train[: STEPS * BATCH]
     y = task1.y_train[: STEPS * BATCH]

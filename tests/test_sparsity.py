@@ -10,6 +10,7 @@ from conftest import make_mlp
 from conftest import sparse_ce
 from conftest import toy_tasks
 from keras_fip import sparsity
+from keras_fip.arrays import as_numpy
 
 JIT = "auto"
 
@@ -24,7 +25,7 @@ def _trained_model():
 
 
 def _kernels(model):
-    return [ops.convert_to_numpy(v) for v in model.trainable_variables
+    return [as_numpy(v) for v in model.trainable_variables
             if v.path.endswith("kernel")]
 
 
@@ -33,7 +34,7 @@ def test_target_has_the_requested_sparsity(scope):
     rng = np.random.default_rng(0)
     values = [rng.normal(size=(30, 20)).astype("float32"),
               5 * rng.normal(size=(20, 7)).astype("float32")]
-    limits = ops.convert_to_numpy(sparsity.thresholds(values, 0.7, scope))
+    limits = as_numpy(sparsity.thresholds(values, 0.7, scope))
     pruned = [np.abs(v) < t for v, t in zip(values, limits)]
     if scope == "global":
         total = sum(v.size for v in values)
@@ -42,13 +43,13 @@ def test_target_has_the_requested_sparsity(scope):
     else:
         for p, v in zip(pruned, values):
             assert p.sum() == int(0.7 * v.size)
-    assert (ops.convert_to_numpy(sparsity.thresholds(values, 0.0, scope))
+    assert (as_numpy(sparsity.thresholds(values, 0.0, scope))
             == [np.abs(v).min() for v in values]).all() or scope == "global"
 
 
 def test_one_shot_pruning_and_report():
     model, _, _ = _trained_model()
-    biases = [ops.convert_to_numpy(v) for v in model.trainable_variables
+    biases = [as_numpy(v) for v in model.trainable_variables
               if v.path.endswith("bias")]
     report = sparsity.prune_low_magnitude(model, 0.8)
     assert report["overall"] == pytest.approx(
@@ -57,7 +58,7 @@ def test_one_shot_pruning_and_report():
         v.path for v in model.trainable_variables if v.path.endswith("kernel")}
     for v, b in zip([v for v in model.trainable_variables
                      if v.path.endswith("bias")], biases):
-        np.testing.assert_array_equal(ops.convert_to_numpy(v), b)
+        np.testing.assert_array_equal(as_numpy(v), b)
     per = sparsity.prune_low_magnitude(model, 0.9, scope="per_variable")
     for row in per["variables"].values():
         assert row["sparsity"] >= 0.9 - 1 / row["size"]
@@ -71,18 +72,18 @@ def test_sparse_fip_steps_have_length_eps_and_close_the_gap():
         step_norm=0.01, beta=0.0, memory_batch_size=16, sparse_target=target)
     model.compile(optimizer=fip, loss=sparse_ce(), jit_compile=JIT)
     keras_fip.callbacks.remember_task(model, 0, x, y)
-    before = [ops.convert_to_numpy(v) for v in model.trainable_variables]
+    before = [as_numpy(v) for v in model.trainable_variables]
     model.fit(x[:16], y[:16], batch_size=16, epochs=1, verbose=0,
               callbacks=[keras_fip.callbacks.TaskBoundary(1, x, y)])
-    after = [ops.convert_to_numpy(v) for v in model.trainable_variables]
+    after = [as_numpy(v) for v in model.trainable_variables]
     step = np.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(after, before)))
     np.testing.assert_allclose(step, 0.01, rtol=1e-3)
-    first_gap = float(ops.convert_to_numpy(target.gap))
-    assert float(ops.convert_to_numpy(fip.invariance_loss)) != 0  # D active
+    first_gap = float(as_numpy(target.gap))
+    assert float(as_numpy(fip.invariance_loss)) != 0  # D active
     model.fit(x, y, batch_size=16, epochs=40, verbose=0,
               callbacks=[keras_fip.callbacks.TaskBoundary(1, x, y)])
-    assert float(ops.convert_to_numpy(target.gap)) < 0.5 * first_gap
-    assert float(ops.convert_to_numpy(target.sparsity)) == pytest.approx(0.8)
+    assert float(as_numpy(target.gap)) < 0.5 * first_gap
+    assert float(as_numpy(target.sparsity)) == pytest.approx(0.8)
 
 
 def test_pruning_stop_hard_mask_and_saved_zeros(tmp_path):
@@ -111,14 +112,14 @@ def test_pruning_stop_hard_mask_and_saved_zeros(tmp_path):
     assert isinstance(restored.schedule, sparsity.PolynomialDecay)
     assert restored.schedule.final_sparsity == 0.9
     np.testing.assert_allclose(
-        ops.convert_to_numpy(restored.threshold),
-        ops.convert_to_numpy(fip.find_term(sparsity.SparseTarget).threshold))
+        as_numpy(restored.threshold),
+        as_numpy(fip.find_term(sparsity.SparseTarget).threshold))
 
 
 def _drift(model, x, anchor):
     """Mean total-variation distance of the softmax outputs from `anchor`."""
-    p = ops.convert_to_numpy(ops.softmax(model.predict(x, verbose=0)))
-    q = ops.convert_to_numpy(ops.softmax(anchor))
+    p = as_numpy(ops.softmax(model.predict(x, verbose=0)))
+    q = as_numpy(ops.softmax(anchor))
     return float(0.5 * np.abs(p - q).sum(axis=1).mean())
 
 
@@ -141,24 +142,24 @@ def test_hard_mask_step_walks_an_fip_inside_the_sparse_subspace(tmp_path):
     total = sum(k.size for k in _kernels(model))
     mask = [k == 0 for k in _kernels(model)]
     assert sum(int(m.sum()) for m in mask) == int(0.8 * total)
-    assert float(ops.convert_to_numpy(target.gap)) > 0  # the cut's residual
+    assert float(as_numpy(target.gap)) > 0  # the cut's residual
     at_cut = _drift(model, x, anchor)
-    before = [ops.convert_to_numpy(v) for v in model.trainable_variables]
+    before = [as_numpy(v) for v in model.trainable_variables]
     model.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0)
-    after = [ops.convert_to_numpy(v) for v in model.trainable_variables]
+    after = [as_numpy(v) for v in model.trainable_variables]
     step = np.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(after, before)))
     np.testing.assert_allclose(step, 0.05, rtol=1e-3)  # all of ε is used
     model.fit(x[:32], y[:32], batch_size=32, epochs=40, verbose=0)
     for k, m in zip(_kernels(model), mask):
         np.testing.assert_array_equal(k == 0, m)  # the same zeros, exactly
-    assert float(ops.convert_to_numpy(target.gap)) == 0
+    assert float(as_numpy(target.gap)) == 0
     assert _drift(model, x, anchor) < 0.7 * at_cut  # D restores the outputs
     path = str(tmp_path / "hard.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
     restored = loaded.optimizer.find_term(sparsity.SparseTarget)
     assert restored.hard_mask_step == 15
-    assert float(ops.convert_to_numpy(restored.phase)) == 2.0
+    assert float(as_numpy(restored.phase)) == 2.0
     for k, m in zip(_kernels(loaded), mask):
         np.testing.assert_array_equal(k == 0, m)
 
@@ -182,11 +183,11 @@ def test_masked_fine_tuning_keeps_zeros():
 def test_schedules_follow_tfmot():
     poly = sparsity.PolynomialDecay(0.2, 0.8, begin_step=10, end_step=20,
                                     frequency=5)
-    values = [float(ops.convert_to_numpy(poly.sparsity(t)))
+    values = [float(as_numpy(poly.sparsity(t)))
               for t in (0, 10, 15, 20, 99)]
     np.testing.assert_allclose(values, [0.2, 0.2, 0.8 - 0.6 * 0.125, 0.8,
                                         0.8], rtol=1e-6)
-    beats = [bool(ops.convert_to_numpy(poly.should_update(t)))
+    beats = [bool(as_numpy(poly.should_update(t)))
              for t in (5, 10, 12, 15, 20)]
     assert beats == [False, True, False, True, True]
     again = keras.saving.deserialize_keras_object(

@@ -12,12 +12,13 @@ from conftest import sparse_ce
 from conftest import toy_tasks
 from keras_fip import baselines
 from keras_fip import terms
+from keras_fip.arrays import as_numpy
 
 JIT = BACKEND != "torch"
 
 
 def _weights(model):
-    return [ops.convert_to_numpy(v).copy() for v in model.trainable_variables]
+    return [as_numpy(v).copy() for v in model.trainable_variables]
 
 
 # A term written the way a user would: no optimizer subclass, its own state.
@@ -69,14 +70,14 @@ def test_a_user_term_trains_without_subclassing_an_optimizer(tmp_path):
     plain = _trained(keras.optimizers.SGD(0.1))
     for got, want in zip(_weights(model), _weights(plain)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    steps = int(ops.convert_to_numpy(model.optimizer.iterations))
-    assert float(ops.convert_to_numpy(term.steps)) == steps == 8
+    steps = int(as_numpy(model.optimizer.iterations))
+    assert float(as_numpy(term.steps)) == steps == 8
     path = str(tmp_path / "custom.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
     restored = loaded.optimizer.find_term(ScaledAndCounted)
     assert restored.factor == 0.5
-    assert float(ops.convert_to_numpy(restored.steps)) == steps
+    assert float(as_numpy(restored.steps)) == steps
 
 
 def test_a_user_memory_term_is_ders_logit_term():
@@ -88,7 +89,7 @@ def test_a_user_memory_term_is_ders_logit_term():
 
     mine, term = run(LogitMatch())
     theirs, _ = run(baselines.DarkReplayTerm(alpha=1.0, beta=0.0))
-    assert float(ops.convert_to_numpy(term.last_loss)) > 0
+    assert float(as_numpy(term.last_loss)) > 0
     for got, want in zip(_weights(mine), _weights(theirs)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
@@ -103,7 +104,7 @@ def test_toward_weights_walks_geometrically_to_the_target():
         loss=sparse_ce(), jit_compile=JIT)
     x, y = toy_tasks()[0]
     model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
-    steps = int(ops.convert_to_numpy(model.optimizer.iterations))
+    steps = int(as_numpy(model.optimizer.iterations))
     # d = 0·∇L + (w − w_B): w − w_B shrinks by (1 − 0.1) each step.
     for got, w0, wb in zip(_weights(model), start, target):
         np.testing.assert_allclose(got - wb, 0.9 ** steps * (w0 - wb),

@@ -24,12 +24,14 @@ _BACKEND = keras.backend.backend()
 if _BACKEND == "jax":
     from keras_fip.backend.common import all_reduce_sum
     from keras_fip.backend.common import replicas_in_sync
+    from keras_fip.backend.common import to_numpy
     from keras_fip.backend.jax import to_dense
     from keras_fip.backend.jax import value_and_grad
     from keras_fip.backend.common import variable_scope
 elif _BACKEND == "tensorflow":
     from keras_fip.backend.tensorflow import all_reduce_sum
     from keras_fip.backend.tensorflow import replicas_in_sync
+    from keras_fip.backend.common import to_numpy
     from keras_fip.backend.tensorflow import to_dense
     from keras_fip.backend.tensorflow import value_and_grad
     from keras_fip.backend.tensorflow import variable_scope
@@ -37,6 +39,7 @@ elif _BACKEND == "torch":
     from keras_fip.backend.common import all_reduce_sum
     from keras_fip.backend.common import replicas_in_sync
     from keras_fip.backend.torch import to_dense
+    from keras_fip.backend.torch import to_numpy
     from keras_fip.backend.torch import value_and_grad
     from keras_fip.backend.common import variable_scope
 else:
@@ -50,6 +53,7 @@ __all__ = [
     "all_reduce_sum",
     "replicas_in_sync",
     "to_dense",
+    "to_numpy",
     "value_and_grad",
     "variable_scope",
 ]

@@ -21,3 +21,10 @@ def all_reduce_sum(tensors):
 def variable_scope(model):
     """No scope is needed to create state on this backend."""
     return contextlib.nullcontext()
+
+
+def to_numpy(x):
+    """`keras.ops.convert_to_numpy` (no warning to avoid here)."""
+    from keras import ops
+
+    return ops.convert_to_numpy(x)

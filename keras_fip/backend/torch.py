@@ -4,6 +4,7 @@ Keras applies gradients under `torch.no_grad()`, so the graph for the
 invariance term is built under `torch.enable_grad()`.
 """
 
+import numpy as np
 import torch
 
 
@@ -24,3 +25,13 @@ def to_dense(x):
     """Gradients are already dense on this backend."""
     return x
 
+
+
+def to_numpy(x):
+    """A tensor as NumPy without NumPy's `__array__(copy=...)` warning."""
+    if not isinstance(x, torch.Tensor):
+        return np.asarray(x)
+    x = x.detach().cpu()
+    if x.dtype == torch.bfloat16:
+        x = x.to(torch.float32)
+    return x.numpy().copy()  # a copy, as np.array would give

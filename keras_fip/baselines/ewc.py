@@ -2,7 +2,6 @@
 
 import keras
 import numpy as np
-from keras import ops
 
 from keras_fip import backend as fip_backend
 from keras_fip.baselines.losses import cross_entropy
@@ -11,6 +10,7 @@ from keras_fip.baselines.quadratic_penalty import QuadraticPenaltyTerm
 from keras_fip.baselines.quadratic_penalty import read_all
 from keras_fip.baselines.quadratic_penalty import write_all
 from keras_fip.checks import check_number
+from keras_fip.arrays import as_numpy
 
 
 @keras.saving.register_keras_serializable(package="keras_fip")
@@ -73,7 +73,7 @@ class FisherPenaltyTerm(QuadraticPenaltyTerm):
 
             _, grads = fip_backend.value_and_grad(loss, values)
             for i, g in zip(order, grads):
-                totals[i] += np.square(ops.convert_to_numpy(g))
+                totals[i] += np.square(as_numpy(g))
             batches += 1
         return [t / max(batches, 1) for t in totals]
 

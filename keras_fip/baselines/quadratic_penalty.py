@@ -6,11 +6,12 @@ from keras import ops
 from keras_fip.checks import check_number
 from keras_fip.continual_optimizer import ContinualOptimizer
 from keras_fip.terms.base import DirectionTerm
+from keras_fip.arrays import as_numpy
 
 
 def read_all(variables):
     """NumPy copies of a list of variables."""
-    return [np.array(ops.convert_to_numpy(v)) for v in variables]
+    return [np.array(as_numpy(v)) for v in variables]
 
 
 def write_all(variables, arrays):

@@ -35,6 +35,7 @@ def _parser():
     # Names only: `--help` must not import Keras (and so a backend).
     from keras_fip.bench.names import METHODS
     from keras_fip.bench.names import STREAMS
+    from keras_fip.bench.names import VARIANTS
 
     parser = _Parser(prog="keras-fip", description="keras_fip tools.")
     commands = parser.add_subparsers(dest="command")
@@ -45,7 +46,8 @@ def _parser():
                        help=f"streams to run: {', '.join(STREAMS)}")
     bench.add_argument("--methods", nargs="+", default=list(METHODS),
                        metavar="METHOD",
-                       help=f"methods to run: {', '.join(METHODS)}")
+                       help=f"methods to run: {', '.join(METHODS)}; "
+                       f"opt-in variants: {', '.join(VARIANTS)}")
     bench.add_argument("--seeds", type=int, default=3,
                        help="number of seeds (0, 1, ...); default 3")
     bench.add_argument("--epochs", type=int, default=None,
@@ -61,9 +63,11 @@ def _parser():
 def _check(args):
     from keras_fip.bench.names import METHODS
     from keras_fip.bench.names import STREAMS
+    from keras_fip.bench.names import VARIANTS
 
     for kind, chosen, known in (("stream", args.streams, STREAMS),
-                                ("method", args.methods, METHODS)):
+                                ("method", args.methods,
+                                 METHODS + VARIANTS)):
         unknown = [c for c in chosen if c not in known]
         if unknown:
             raise _ArgumentError(

@@ -45,6 +45,29 @@ METHODS = {
 }
 
 
+def _fip(**settings):
+    return lambda inner, stream, seed: keras_fip.FIPOptimizer(
+        inner, memory=_memory(stream, seed), **settings)
+
+
+# Opt-in variants (`--methods fip-stored ...`), the ablation of FIP's
+# settings against DER's: not in the default run.
+VARIANTS = {
+    "fip-beta0.5": _fip(beta=0.5),
+    "fip-mb64": _fip(memory_batch_size=64),
+    "fip-mb200": _fip(memory_batch_size=200),
+    "fip-stored": _fip(anchors="stored"),
+    "fip-l2-beta1": _fip(distance="squared_l2", reduction="mean"),
+    "der": lambda inner, stream, seed: baselines.DERPPOptimizer(
+        inner, memory=_memory(stream, seed), beta=0.0),
+}
+
+
+def make_optimizer(method, inner, stream, seed):
+    """The optimizer of a method or variant by name."""
+    return {**METHODS, **VARIANTS}[method](inner, stream, seed)
+
+
 def mlp(stream):
     features = stream[0].x_train.shape[1]
     return keras.Sequential([
@@ -88,6 +111,7 @@ STREAMS = {
         load=keras_fip.datasets.split_wordnet, model=text_model, epochs=10),
 }
 
-if tuple(METHODS) != names.METHODS or tuple(STREAMS) != names.STREAMS:
+if (tuple(METHODS), tuple(VARIANTS), tuple(STREAMS)) != (
+        names.METHODS, names.VARIANTS, names.STREAMS):
     raise ImportError(
         "keras_fip.bench.names must list the registry's methods and streams")

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 import keras_fip
-from keras_fip.bench.registry import METHODS
+from keras_fip.bench.registry import make_optimizer
 from keras_fip.bench.registry import STREAMS
 
 
@@ -22,7 +22,7 @@ def run(stream_name, stream, method, seed, epochs):
     model = spec.model(stream)
     inner = keras.optimizers.Adam(spec.learning_rate)
     model.compile(
-        optimizer=METHODS[method](inner, stream, seed),
+        optimizer=make_optimizer(method, inner, stream, seed),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     start = time.time()

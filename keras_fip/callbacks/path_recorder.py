@@ -2,18 +2,18 @@
 
 import keras
 import numpy as np
-from keras import ops
 
 from keras_fip import distances
 from keras_fip.evaluation import EvalSets
 from keras_fip.evaluation import find_continual_optimizer
 from keras_fip.evaluation import predict_outputs
+from keras_fip.arrays import as_numpy
 
 
 def _flat_weights(model):
     return np.concatenate(
         [
-            np.ravel(ops.convert_to_numpy(v)).astype("float64")
+            np.ravel(as_numpy(v)).astype("float64")
             for v in model.trainable_variables
         ]
     )
@@ -93,7 +93,7 @@ class PathRecorder(keras.callbacks.Callback):
         per_sample = distances.get(fip.distance)(
             outputs, anchors, from_logits=fip.from_logits
         )
-        return float(np.mean(ops.convert_to_numpy(per_sample)))
+        return float(np.mean(as_numpy(per_sample)))
 
     def record(self, epoch=None):
         """Adds one record for the model as it is now; returns it."""

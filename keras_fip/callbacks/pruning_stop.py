@@ -1,9 +1,9 @@
 """`PruningStop`: end a sparsification path once it reached the subspace."""
 
 import keras
-from keras import ops
 
 from keras_fip.evaluation import find_continual_optimizer
+from keras_fip.arrays import as_numpy
 
 
 class PruningStop(keras.callbacks.Callback):
@@ -56,9 +56,9 @@ class PruningStop(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         target = self._target()
-        reached = float(ops.convert_to_numpy(target.sparsity)) >= (
+        reached = float(as_numpy(target.sparsity)) >= (
             target.schedule.final_sparsity - 1e-6)
-        gap = float(ops.convert_to_numpy(target.gap))
+        gap = float(as_numpy(target.gap))
         if logs is not None:
             logs["sparse_gap"] = gap
         if reached and gap < self.tolerance:

@@ -19,6 +19,7 @@ from keras import ops
 
 from keras_fip.sparsity import schedules
 from keras_fip.sparsity.selection import select
+from keras_fip.arrays import as_numpy
 
 SCOPES = ("global", "per_variable")
 
@@ -76,10 +77,10 @@ def prune_low_magnitude(model, sparsity, prune=None, scope="global"):
     sparsity = schedules._check_sparsity("sparsity", sparsity)
     check_scope(scope)
     chosen = _pruned_variables(model, prune)
-    limits = ops.convert_to_numpy(
+    limits = as_numpy(
         thresholds([v.value for v in chosen], sparsity, scope))
     for variable, limit in zip(chosen, limits):
-        value = ops.convert_to_numpy(variable.value)
+        value = as_numpy(variable.value)
         variable.assign(np.where(np.abs(value) < limit, 0, value)
                         .astype(value.dtype))
     return sparsity_report(model, prune)
@@ -94,7 +95,7 @@ def sparsity_report(model, prune=None):
     """
     rows, zeros, size = {}, 0, 0
     for variable in _pruned_variables(model, prune):
-        value = ops.convert_to_numpy(variable.value)
+        value = as_numpy(variable.value)
         z = int(np.count_nonzero(value == 0))
         rows[variable.path] = {"size": int(value.size), "zeros": z,
                                "sparsity": z / value.size}

@@ -38,6 +38,7 @@ from keras_fip.sparsity.magnitude import check_scope
 from keras_fip.sparsity.magnitude import thresholds
 from keras_fip.sparsity.selection import check_patterns
 from keras_fip.sparsity.selection import select
+from keras_fip.arrays import as_numpy
 
 
 @keras.saving.register_keras_serializable(package="keras_fip")
@@ -213,7 +214,7 @@ class SparseTarget(DirectionTerm):
     def get_config(self):
         strength = self._initial_strength
         if self.built:
-            strength = float(ops.convert_to_numpy(self.strength))
+            strength = float(as_numpy(self.strength))
         return {
             "sparsity": keras.saving.serialize_keras_object(self.schedule),
             "strength": strength,

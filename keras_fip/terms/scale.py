@@ -1,12 +1,12 @@
 """`ScaleGradient`: β, the weight of the secondary objective."""
 
 import keras
-from keras import ops
 
 from keras_fip.checks import check_number
 from keras_fip.terms.base import DirectionTerm
 from keras_fip.terms.base import gated
 from keras_fip.tree_math import scaled
+from keras_fip.arrays import as_numpy
 
 
 @keras.saving.register_keras_serializable(package="keras_fip")
@@ -50,7 +50,7 @@ class ScaleGradient(DirectionTerm):
         """β now (a float)."""
         if self.beta is None:
             return self._initial_beta
-        return float(ops.convert_to_numpy(self.beta))
+        return float(as_numpy(self.beta))
 
     def get_config(self):
         return {"beta": self.current()}

@@ -8,6 +8,7 @@ from keras_fip.terms.base import DirectionTerm
 from keras_fip.terms.base import gated
 from keras_fip.tree_math import global_norm
 from keras_fip.tree_math import scaled
+from keras_fip.arrays import as_numpy
 
 
 @keras.saving.register_keras_serializable(package="keras_fip")
@@ -52,7 +53,7 @@ class StepNorm(DirectionTerm):
         """ε now (a float)."""
         if self.epsilon is None:
             return self._initial_epsilon
-        return float(ops.convert_to_numpy(self.epsilon))
+        return float(as_numpy(self.epsilon))
 
     def get_config(self):
         return {"epsilon": self.current()}

@@ -6,6 +6,7 @@ from keras import ops
 
 from keras_fip.checks import check_number
 from keras_fip.terms.base import DirectionTerm
+from keras_fip.arrays import as_numpy
 
 
 class _Fixed(keras.initializers.Initializer):
@@ -32,7 +33,8 @@ class TowardWeights(DirectionTerm):
     Args:
         target_weights: the other network's `model.trainable_weights`
             values (a list of arrays, in the order of the trained model's
-            `trainable_variables`), e.g. `[v.numpy() for v in
+            `trainable_variables`), e.g.
+            `[keras.ops.convert_to_numpy(v.value) for v in
             other.trainable_variables]`, or `None` when restored from a
             file.
         strength: λ ≥ 0.
@@ -45,7 +47,7 @@ class TowardWeights(DirectionTerm):
         return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     model_a, model_b = net(), net()
     toward_b = keras_fip.terms.TowardWeights(
-        [keras.ops.convert_to_numpy(v) for v in model_b.trainable_variables])
+        [keras.ops.convert_to_numpy(v.value) for v in model_b.trainable_variables])
     model_a.compile(optimizer=keras_fip.FIPOptimizer(
         keras.optimizers.SGD(1.0), step_norm=0.01, objectives=[toward_b]),
         loss="mse")
@@ -98,7 +100,7 @@ class TowardWeights(DirectionTerm):
     def distance(self, variables):
         """‖w − w_B‖ for the given variables (a float, host side)."""
         return float(np.sqrt(sum(
-            np.sum((ops.convert_to_numpy(v) - ops.convert_to_numpy(t)) ** 2)
+            np.sum((as_numpy(v) - as_numpy(t)) ** 2)
             for v, t in zip(variables, self.target))))
 
     def get_config(self):

@@ -12,13 +12,13 @@ warm-up epoch (compilation excluded). Peak memory is the rise of the
 process's peak resident memory (VmHWM) over its resident memory before any
 training (compilation included), on the CPU.
 
-    KERAS_BACKEND=jax OMP_NUM_THREADS=1 python examples/benchmark_step_time.py
+    KERAS_BACKEND=jax OMP_NUM_THREADS=1 python benchmarks/step_time.py
 
 The KerasHub MiniLM BERT classifier (offline preset, batch 32 + memory
 batch 16 of 32 tokens, floor 1.5), about 4 to 8 minutes per backend on two
 CPU cores:
 
-    KERAS_BACKEND=torch python examples/benchmark_step_time.py \
+    KERAS_BACKEND=torch python benchmarks/step_time.py \
         --configs minilm --steps 8 --repeats 3 --out results/minilm
 """
 
@@ -80,6 +80,7 @@ def child(method, config, steps, repeats):
     import numpy as np
 
     import keras_fip
+    import models  # benchmarks/models.py
 
     features, hidden, classes, batch, memory_batch = CONFIGS[config]
     keras.utils.set_random_seed(0)
@@ -88,11 +89,7 @@ def child(method, config, steps, repeats):
     if config == "minilm":
         model, x = _minilm(features, classes, batch * steps, rng)
     else:
-        model = keras.Sequential(
-            [keras.Input((features,))]
-            + [keras.layers.Dense(h, activation="relu") for h in hidden]
-            + [keras.layers.Dense(classes)]
-        )
+        model = models.mlp(features, hidden, classes)
         x = rng.random((batch * steps, features)).astype("float32")
     optimizer = keras.optimizers.Adam(1e-3)
     callbacks = []

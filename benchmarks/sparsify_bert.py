@@ -18,8 +18,8 @@ dense) are pruned to each sparsity with one global magnitude threshold by
   the BERT continual-learning code. The ramp, the cut and λ are the digits
   example's (chosen there on a validation split), not tuned here.
 
-    KERAS_BACKEND=tensorflow python examples/sparsify_bert.py
-    KERAS_BACKEND=jax python examples/sparsify_bert.py --sparsities 0.7
+    KERAS_BACKEND=tensorflow python benchmarks/sparsify_bert.py
+    KERAS_BACKEND=jax python benchmarks/sparsify_bert.py --sparsities 0.7
 
 Writes `<out>/sparsify_bert_<eval>_<backend>.json`, `.md` and `.png`.
 """

@@ -56,9 +56,9 @@ Run (about 28 minutes on 2 CPU cores with TensorFlow at the default size,
 13 with `--methods finetune fip`; `--full` uses 400 training glosses per
 category and 3 epochs):
 
-    KERAS_BACKEND=tensorflow python examples/bert_wordnet_continual.py
-    python examples/bert_wordnet_continual.py --tasks 2 --methods fip finetune
-    python examples/bert_wordnet_continual.py --tasks 2 --eval validation
+    KERAS_BACKEND=tensorflow python benchmarks/bert_wordnet_continual.py
+    python benchmarks/bert_wordnet_continual.py --tasks 2 --methods fip finetune
+    python benchmarks/bert_wordnet_continual.py --tasks 2 --eval validation
 
 It writes `<out>/results.json` (every matrix, weight-space row, setting and
 timing), `<out>/results.md` and `<out>/weight_space.png`.

@@ -28,9 +28,9 @@ reports the test split. `--distance` sets FIP's output distance D and
 `--ft-learning-rate` masked fine-tuning's Adam rate, so both methods can be
 tuned the same way.
 
-    KERAS_BACKEND=torch python examples/sparsify_digits.py
-    python examples/sparsify_digits.py --eval validation --strength 1
-    python examples/sparsify_digits.py --hard-mask-at -1   # reference path
+    KERAS_BACKEND=torch python benchmarks/sparsify_digits.py
+    python benchmarks/sparsify_digits.py --eval validation --strength 1
+    python benchmarks/sparsify_digits.py --hard-mask-at -1   # reference path
 
 Writes `<out>/sparsify_digits_<backend>.json`, `.md` and `.png`.
 """
@@ -47,33 +47,12 @@ import numpy as np  # noqa: E402
 
 import keras_fip  # noqa: E402
 from keras_fip import sparsity  # noqa: E402
+import models  # noqa: E402  (benchmarks/models.py)
 
 METHODS = ("magnitude", "magnitude+ft", "fip")
 
 
-def mlp():
-    return keras.Sequential([
-        keras.Input((64,)),
-        keras.layers.Dense(256, activation="relu"),
-        keras.layers.Dense(256, activation="relu"),
-        keras.layers.Dense(10),
-    ])
-
-
-def cnn():
-    return keras.Sequential([
-        keras.Input((64,)),
-        keras.layers.Reshape((8, 8, 1)),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-        keras.layers.Conv2D(64, 3, activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Flatten(),
-        keras.layers.Dense(128, activation="relu"),
-        keras.layers.Dense(10),
-    ])
-
-
-MODELS = {"mlp": mlp, "cnn": cnn}
+MODELS = {"mlp": models.mlp, "cnn": models.cnn}
 
 
 def parse_args(argv=None):
