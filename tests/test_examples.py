@@ -56,3 +56,11 @@ def test_keras_hub_bert_restores_the_memory():
          "--sequence-length", "16"])
     assert len(before) == len(after) == 2
     assert stored == 32  # both tasks' 16 glosses each (capacity 160)
+
+
+def test_the_docs_state_the_version_they_describe():
+    import keras_fip
+
+    home = os.path.join(EXAMPLES, os.pardir, "docs", "index.md")
+    with open(home) as f:
+        assert f"keras_fip {keras_fip.__version__}" in f.read()

@@ -184,7 +184,10 @@ class TaskStream:
         id at test time).
 
         Args:
-            x_train, y_train, x_test, y_test: arrays; labels as class ids.
+            x_train: training inputs (an array).
+            y_train: training labels, as class ids.
+            x_test: test inputs.
+            y_test: test labels.
             classes_per_task: an int (consecutive groups of `class_order`)
                 or a list of class groups such as `[(0, 1), (2, 3)]`.
             class_order: the order of classes before grouping (default:
@@ -238,8 +241,11 @@ class TaskStream:
         Task 0 keeps the identity permutation; every task has all classes.
 
         Args:
-            x_train, y_train, x_test, y_test: arrays; inputs are flattened
-                per sample before permuting (and keep that flat shape).
+            x_train: training inputs; flattened per sample before
+                permuting (and keeping that flat shape), as are `x_test`.
+            y_train: training labels, as class ids.
+            x_test: test inputs.
+            y_test: test labels.
             num_tasks: the number of tasks (> 0).
             seed: seed of the permutations.
             name: the stream's name.
