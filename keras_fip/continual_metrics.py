@@ -2,7 +2,7 @@
 
 R[t, k] is the accuracy on task k after training task t (rows: tasks
 trained, columns: tasks tested), T = the last trained task. Definitions
-(DESIGN.md §4, named in every report):
+(docs/protocols.md, named in every report):
 
 - average accuracy  A = mean_k R[T, k]
 - forgetting        F = mean_{k<T} ( max_{t<T} R[t, k] − R[T, k] )

@@ -1,7 +1,7 @@
 """Split-digits and Permuted-digits from scikit-learn's 8×8 digits.
 
 scikit-learn ships the 1,797 real digits (no download), so these streams
-run offline. Protocol (DESIGN.md §4): pixels / 16 as float32,
+run offline. Protocol (docs/protocols.md): pixels / 16 as float32,
 `train_test_split(test_size=0.3, random_state=0, stratify=y)`.
 """
 
