@@ -148,3 +148,13 @@ def test_ctrl_c_ends_with_one_line_and_leaves_earlier_results(
     assert len(err) == 1 and "interrupted" in err[0]
     assert os.listdir(out) == ["results.json"]
     assert (out / "results.json").read_text() == '{"earlier": true}'
+
+
+def test_opt_in_variants_run_by_name(tmp_path):
+    out = tmp_path / "bench"
+    assert cli.main(["bench", "--quick", "--streams", "split-digits",
+                     "--methods", "der", "fip-stored", "--out", str(out),
+                     "--no-plots"]) == 0
+    with open(out / "results.json") as f:
+        runs = json.load(f)["runs"]
+    assert sorted(r["method"] for r in runs) == ["der", "fip-stored"]
