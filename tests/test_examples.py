@@ -64,3 +64,10 @@ def test_the_docs_state_the_version_they_describe():
     home = os.path.join(EXAMPLES, os.pardir, "docs", "index.md")
     with open(home) as f:
         assert f"keras_fip {keras_fip.__version__}" in f.read()
+
+
+def test_the_docs_changelog_is_the_changelog():
+    root = os.path.join(EXAMPLES, os.pardir)
+    with open(os.path.join(root, "CHANGELOG.md")) as a, open(
+            os.path.join(root, "docs", "changelog.md")) as b:
+        assert a.read() == b.read()
