@@ -18,7 +18,7 @@ import sys
 from keras_fip.version import __version__
 
 _MODULES = ("baselines", "callbacks", "continual_metrics", "datasets",
-            "distances", "evaluation", "hub", "saving", "sparsity", "terms",
+            "distances", "evaluation", "geometry", "hub", "saving", "sparsity", "terms",
             "weight_space")
 _NAMES = {
     "ContinualOptimizer": "keras_fip.continual_optimizer",

@@ -4,6 +4,8 @@ Everything else in `keras_fip` is written with `keras.ops`. This module
 mirrors Keras's own `keras/src/backend/` layout: one small file per backend,
 and `value_and_grad` picked at import time from `keras.backend.backend()`.
 
+`jvp(fn, values, tangents)` returns `(fn(values), J tangents)`, a
+forward-mode product (the metric-tensor products of `keras_fip.geometry`).
 `value_and_grad(fn, values)` returns `(fn(values), grads)` for a function
 `fn` of a list of tensors returning a scalar; `grads` is a list of dense
 tensors shaped like `values` (zeros where `fn` does not depend on a value).
@@ -25,6 +27,7 @@ if _BACKEND == "jax":
     from keras_fip.backend.common import all_reduce_sum
     from keras_fip.backend.common import replicas_in_sync
     from keras_fip.backend.common import to_numpy
+    from keras_fip.backend.jax import jvp
     from keras_fip.backend.jax import to_dense
     from keras_fip.backend.jax import value_and_grad
     from keras_fip.backend.common import variable_scope
@@ -32,12 +35,14 @@ elif _BACKEND == "tensorflow":
     from keras_fip.backend.tensorflow import all_reduce_sum
     from keras_fip.backend.tensorflow import replicas_in_sync
     from keras_fip.backend.common import to_numpy
+    from keras_fip.backend.tensorflow import jvp
     from keras_fip.backend.tensorflow import to_dense
     from keras_fip.backend.tensorflow import value_and_grad
     from keras_fip.backend.tensorflow import variable_scope
 elif _BACKEND == "torch":
     from keras_fip.backend.common import all_reduce_sum
     from keras_fip.backend.common import replicas_in_sync
+    from keras_fip.backend.torch import jvp
     from keras_fip.backend.torch import to_dense
     from keras_fip.backend.torch import to_numpy
     from keras_fip.backend.torch import value_and_grad
@@ -51,6 +56,7 @@ else:
 
 __all__ = [
     "all_reduce_sum",
+    "jvp",
     "replicas_in_sync",
     "to_dense",
     "to_numpy",

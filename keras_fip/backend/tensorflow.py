@@ -46,3 +46,12 @@ def variable_scope(model):
     strategy = getattr(model, "distribute_strategy", None)
     return strategy.scope() if strategy is not None else \
         contextlib.nullcontext()
+
+
+def jvp(fn, values, tangents):
+    """`(fn(values), J tangents)` with `tf.autodiff.ForwardAccumulator`."""
+    values = [tf.identity(v) for v in values]
+    with tf.autodiff.ForwardAccumulator(values, list(tangents)) as acc:
+        out = fn(values)
+    tangent = acc.jvp(out, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return out, tangent

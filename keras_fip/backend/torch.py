@@ -35,3 +35,19 @@ def to_numpy(x):
     if x.dtype == torch.bfloat16:
         x = x.to(torch.float32)
     return x.numpy().copy()  # a copy, as np.array would give
+
+
+def jvp(fn, values, tangents):
+    """`(fn(values), J tangents)` by the double-VJP trick: J t = ∂/∂r
+    ⟨Jᵀ r, t⟩ (two reverse passes; `torch.func.jvp` does not trace
+    through Keras's stateless call)."""
+    with torch.enable_grad():
+        leaves = [v.detach().requires_grad_(True) for v in values]
+        out = fn(leaves)
+        probe = torch.zeros_like(out, requires_grad=True)
+        pulled = torch.autograd.grad(out, leaves, probe, create_graph=True,
+                                     allow_unused=True)
+        inner = sum((p * t).sum() for p, t in zip(pulled, tangents)
+                    if p is not None)
+        tangent, = torch.autograd.grad(inner, probe)
+    return out.detach(), tangent
