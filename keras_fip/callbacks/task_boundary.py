@@ -126,7 +126,6 @@ class TaskBoundary(keras.callbacks.Callback):
         self.y = y
         self._features = None
         self._features_of = None
-        self._ended = False
 
     def _inputs(self, model):
         """The task's inputs as the model's forward pass takes them."""
@@ -182,7 +181,6 @@ class TaskBoundary(keras.callbacks.Callback):
         self._start(model)
 
     def on_train_begin(self, logs=None):
-        self._ended = False
         self._optimizer(self.model).begin_task(
             self.model, self.task_id, self._inputs(self.model), self.y)
 
@@ -198,12 +196,11 @@ class TaskBoundary(keras.callbacks.Callback):
         self._end()
 
     def _end(self):
-        if self._ended:
-            return
+        # Ending twice (last epoch, then train end) is a no-op: the task
+        # cycle ends a task once.
         model = self.model
         self._optimizer(model).end_task(
             model, self.task_id, self._inputs(model), self.y)
-        self._ended = True
 
 
 def remember_task(model, task_id, x, y=None):
