@@ -19,9 +19,15 @@ weight-space objectives (a pull toward a sparse network, toward another
 network, ...). With `step_norm=ε`, d is rescaled to global L2 norm ε
 (`SGD(learning_rate=1.0)` then moves exactly ε per step).
 
+With `damping=μ` the step is solved exactly instead of being left to the
+penalty: the direction handed over is s = (g + μI)⁻¹ d, g the metric of the
+protected outputs on the memory batch at the current weights, by a few
+conjugate-gradient iterations inside the train step (`MetricSolve`); with
+`step_norm=ε` the trust region ‖s‖ ≤ ε then clips instead of rescaling.
+
 `FIPOptimizer` is a preset: a `ContinualOptimizer` with the terms
 `[ScaleGradient(β), Invariance(distance, reduction), *objectives,
-StepNorm(ε)]`.
+MetricSolve(μ) (with damping), StepNorm(ε)]`.
 """
 
 import keras
@@ -30,8 +36,23 @@ from keras_fip.continual_optimizer import ContinualOptimizer
 from keras_fip.memory import memory_or_default
 from keras_fip.terms.base import DirectionTerm
 from keras_fip.terms.invariance import Invariance
+from keras_fip.terms.metric_solve import MetricSolve
 from keras_fip.terms.scale import ScaleGradient
 from keras_fip.terms.step_norm import StepNorm
+
+
+# The metric the exact step solves with, by default: the one whose quadratic
+# form the distance is near the anchor (see keras_fip.geometry).
+METRIC_OF = {"squared_l2": "logit", "bhattacharyya": "fisher",
+             "kl": "fisher"}
+
+
+def _metric_of(distance):
+    if distance not in METRIC_OF:
+        raise ValueError(
+            f"No default metric for the exact step with distance "
+            f"{distance!r}: pass metric='logit' or metric='fisher'.")
+    return METRIC_OF[distance]
 
 
 def _objectives(objectives, sparse_target):
@@ -95,6 +116,14 @@ class FIPOptimizer(ContinualOptimizer):
             D(f(x; w), f(x; w_τ(x))), so drift over a long task sequence
             does not compound (the path also pulls back what earlier
             tasks moved).
+        damping: μ > 0 for the exact step (`keras_fip.terms.MetricSolve`):
+            the direction handed to the inner optimizer is (g + μI)⁻¹ d;
+            `None` (default) hands d over as it is (the penalty form).
+        metric: the metric g of the exact step, `"logit"` (JᵀJ) or
+            `"fisher"`; `None` picks the one the distance approximates
+            (`"logit"` for squared L2, `"fisher"` for Bhattacharyya / KL).
+        solver_iterations: conjugate-gradient iterations per step of the
+            exact step (each one JVP and one VJP on the memory batch).
         name: the optimizer's name.
 
     Example:
@@ -126,16 +155,22 @@ class FIPOptimizer(ContinualOptimizer):
         objectives=None,
         sparse_target=None,
         anchors="task_start",
+        damping=None,
+        metric=None,
+        solver_iterations=5,
         name=None,
         **kwargs,
     ):
         scale = ScaleGradient(beta)
         invariance = Invariance(distance, reduction, from_logits)
         objectives = _objectives(objectives, sparse_target)
-        norm = None if step_norm is None else StepNorm(step_norm)
+        solve = None if damping is None else MetricSolve(
+            damping, solver_iterations, metric or _metric_of(distance),
+            reduction)
+        norm = None if step_norm is None else StepNorm(
+            step_norm, mode="rescale" if solve is None else "clip")
         terms = [scale, invariance, *objectives]
-        if norm is not None:
-            terms.append(norm)
+        terms += [t for t in (solve, norm) if t is not None]
         super().__init__(
             inner_optimizer, terms=terms, memory=memory_or_default(memory),
             memory_batch_size=memory_batch_size, anchors=anchors,
@@ -143,6 +178,7 @@ class FIPOptimizer(ContinualOptimizer):
         self._scale = scale
         self._invariance = invariance
         self._step_norm = norm
+        self._solve = solve
         self.objectives = objectives
 
     @property
@@ -190,7 +226,18 @@ class FIPOptimizer(ContinualOptimizer):
             step_norm=(None if self._step_norm is None
                        else self._step_norm.current()),
             anchors=self.anchors,
+            damping=None if self._solve is None else self._solve.damping,
+            metric=None if self._solve is None else self._solve.metric,
+            solver_iterations=(5 if self._solve is None
+                               else self._solve.iterations),
             objectives=[keras.saving.serialize_keras_object(o)
                         for o in self.objectives],
         )
         return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # A file written before the exact step existed took the penalty
+        # step: keep it so, whatever the constructor's default now is.
+        config = {"damping": None, "metric": None, **config}
+        return super().from_config(config, custom_objects)

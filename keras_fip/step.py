@@ -10,6 +10,7 @@ by every term that asks.
 from keras import ops
 
 from keras_fip import backend as fip_backend
+from keras_fip.geometry import metric_vector_product_values
 
 
 class Step:
@@ -83,9 +84,7 @@ class Step:
             variable, in the order of `variables` and in their dtypes
             (zeros for variables the model's outputs do not use).
         """
-        model = self.optimizer._require_model()
-        order = self._model_order(model)
-        state = [v.value for v in self.optimizer.task_cycle.model_state]
+        model, order, state = self._model_view()
         inputs, anchors, labels = self.memory_batch()
 
         def loss(model_values):
@@ -95,10 +94,44 @@ class Step:
 
         value, model_grads = fip_backend.value_and_grad(
             loss, [self.values[i] for i in order])
-        grads = [ops.zeros_like(g) for g in self.grads]
-        for i, g in zip(order, model_grads):
-            grads[i] = ops.cast(g, self.grads[i].dtype)
-        return ops.cast(value, "float32"), grads
+        return ops.cast(value, "float32"), self._from_model(order,
+                                                            model_grads)
+
+    def metric_product(self, vector, metric="logit", reduction="sum"):
+        """g·v for the metric of the outputs on this step's memory inputs.
+
+        g = Σ_x J_xᵀ H J_x at the current weights (`values`), H = I for
+        `metric="logit"` or the softmax Fisher for `"fisher"` (see
+        `keras_fip.geometry`); one forward-mode and one reverse pass over
+        the memory batch, g never formed.
+
+        Args:
+            vector: v, a list shaped like `variables`.
+            metric: `"logit"` or `"fisher"`.
+            reduction: `"sum"` or `"mean"` over the memory batch.
+
+        Returns:
+            g·v in the order of `variables` (zeros for variables the model's
+            outputs do not use).
+        """
+        model, order, state = self._model_view()
+        inputs, _, _ = self.memory_batch()
+        product = metric_vector_product_values(
+            model, [self.values[i] for i in order], state, inputs,
+            [vector[i] for i in order], metric, reduction)
+        return self._from_model(order, product)
+
+    def _model_view(self):
+        model = self.optimizer._require_model()
+        state = [v.value for v in self.optimizer.task_cycle.model_state]
+        return model, self._model_order(model), state
+
+    def _from_model(self, order, model_tensors):
+        """Tensors in the model's order → the order of `variables`."""
+        out = [ops.zeros_like(g) for g in self.grads]
+        for i, t in zip(order, model_tensors):
+            out[i] = ops.cast(t, self.grads[i].dtype)
+        return out
 
     def _model_order(self, model):
         """Index into `variables` of each of the model's trainable ones."""

@@ -9,6 +9,7 @@ own by subclassing `DirectionTerm`.
 from keras_fip.terms.base import DirectionTerm
 from keras_fip.terms.invariance import Invariance
 from keras_fip.terms.memory_term import MemoryTerm
+from keras_fip.terms.metric_solve import MetricSolve
 from keras_fip.terms.scale import ScaleGradient
 from keras_fip.terms.step_norm import StepNorm
 from keras_fip.terms.toward import TowardWeights
@@ -17,6 +18,7 @@ __all__ = [
     "DirectionTerm",
     "Invariance",
     "MemoryTerm",
+    "MetricSolve",
     "ScaleGradient",
     "StepNorm",
     "TowardWeights",

@@ -10,10 +10,12 @@ from keras_fip.tree_math import global_norm
 from keras_fip.tree_math import scaled
 from keras_fip.arrays import as_numpy
 
+MODES = ("rescale", "clip")
+
 
 @keras.saving.register_keras_serializable(package="keras_fip")
 class StepNorm(DirectionTerm):
-    """d ← ε d / ‖d‖: rescales the direction to global L2 norm ε.
+    """d ← ε d / ‖d‖ (or d · min(1, ε/‖d‖)): the ε-ball of the step.
 
     The constraint ‖θ‖ ≤ ε of FIP's step, as the reference sparsification
     code enforces it: with `SGD(learning_rate=1.0)` each step then moves the
@@ -22,6 +24,10 @@ class StepNorm(DirectionTerm):
 
     Args:
         epsilon: ε > 0. An optimizer variable once built.
+        mode: `"rescale"` (default: every step has norm exactly ε, as in
+            the reference code) or `"clip"` (the trust region ‖d‖ ≤ ε:
+            shorter directions are left as they are, as the exact step
+            `MetricSolve` needs).
 
     Example:
 
@@ -31,9 +37,13 @@ class StepNorm(DirectionTerm):
     ```
     """
 
-    def __init__(self, epsilon):
+    def __init__(self, epsilon, mode="rescale"):
         self._initial_epsilon = check_number("step_norm", epsilon,
                                              positive=True)
+        if mode not in MODES:
+            raise ValueError(f"Unknown StepNorm mode {mode!r}; expected "
+                             f"one of {MODES}.")
+        self.mode = mode
         self.epsilon = None
 
     def build(self, optimizer, variables):
@@ -45,8 +55,11 @@ class StepNorm(DirectionTerm):
         return None
 
     def __call__(self, direction, step):
-        factor = gated(self.epsilon.value / ops.maximum(
-            global_norm(direction), 1e-12), step)
+        factor = self.epsilon.value / ops.maximum(global_norm(direction),
+                                                  1e-12)
+        if self.mode == "clip":
+            factor = ops.minimum(factor, 1.0)
+        factor = gated(factor, step)
         return direction if factor is None else scaled(factor, direction)
 
     def current(self):
@@ -56,4 +69,4 @@ class StepNorm(DirectionTerm):
         return float(as_numpy(self.epsilon))
 
     def get_config(self):
-        return {"epsilon": self.current()}
+        return {"epsilon": self.current(), "mode": self.mode}
