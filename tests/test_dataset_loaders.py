@@ -133,6 +133,17 @@ def test_real_split_wordnet():
     assert (stream[0].x_train > 1).mean() > 0.3  # mostly known words
 
 
+@pytest.mark.skipif(not os.path.exists(wordnet.WORDNET_NOUNS),
+                    reason="Debian's wordnet-base is not installed")
+def test_the_second_wordnet_stream_shares_no_category_with_the_first():
+    first = {c for pair in wordnet.DEFAULT_CATEGORIES for c in pair}
+    second = {c for pair in wordnet.SECOND_CATEGORIES for c in pair}
+    assert len(second) == 10 and not first & second
+    stream = wordnet.split_wordnet(categories=wordnet.SECOND_CATEGORIES)
+    assert len(stream) == 5
+    assert all(len(t.y_train) == 800 and len(t.y_test) == 200 for t in stream)
+
+
 def test_vocabulary_pads_and_marks_unknown_words():
     vocab = wordnet.Vocabulary(["a cat a dog", "a cat"], min_count=2)
     ids = vocab.encode(["cat zebra"], length=4)

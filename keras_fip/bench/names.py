@@ -8,4 +8,5 @@ METHODS = ("finetune", "joint", "er", "derpp", "agem", "ewc", "lwf", "si",
            "fip", "fip-l2")
 VARIANTS = ("fip-beta0.5", "fip-mb64", "fip-mb200", "fip-stored",
             "fip-l2-beta1", "der")
-STREAMS = ("split-digits", "permuted-digits", "split-wordnet")
+STREAMS = ("split-digits", "permuted-digits", "split-wordnet",
+           "split-wordnet-b")

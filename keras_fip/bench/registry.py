@@ -109,6 +109,10 @@ STREAMS = {
         model=mlp, epochs=5),
     "split-wordnet": StreamSpec(
         load=keras_fip.datasets.split_wordnet, model=text_model, epochs=10),
+    "split-wordnet-b": StreamSpec(
+        load=lambda: keras_fip.datasets.split_wordnet(
+            categories=keras_fip.datasets.wordnet.SECOND_CATEGORIES),
+        model=text_model, epochs=10),
 }
 
 if (tuple(METHODS), tuple(VARIANTS), tuple(STREAMS)) != (

@@ -6,12 +6,22 @@ import keras
 import numpy as np
 
 import keras_fip
-from keras_fip.bench.registry import make_optimizer
+from keras_fip.bench.registry import make_optimizer as make_registered
 from keras_fip.bench.registry import STREAMS
 
 
-def run(stream_name, stream, method, seed, epochs):
+def run(stream_name, stream, method, seed, epochs, make_optimizer=None):
     """Trains `method` on `stream` and returns the run's record.
+
+    Args:
+        stream_name: the stream's name in `keras_fip.bench.registry.STREAMS`
+            (its model, learning rate and batch size).
+        stream: the `TaskStream` (the real one, or its `holdout`).
+        method: a method's name (`"joint"` trains on all tasks at once).
+        seed: the run's seed.
+        epochs: epochs per task.
+        make_optimizer: `make_optimizer(inner, stream, seed)`, the optimizer
+            (default: the registry's for `method`).
 
     Returns:
         A dict with the accuracy matrix (one row after joint training,
@@ -22,7 +32,8 @@ def run(stream_name, stream, method, seed, epochs):
     model = spec.model(stream)
     inner = keras.optimizers.Adam(spec.learning_rate)
     model.compile(
-        optimizer=make_optimizer(method, inner, stream, seed),
+        optimizer=(make_optimizer or _registered(method))(inner, stream,
+                                                         seed),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     start = time.time()
@@ -46,3 +57,8 @@ def run(stream_name, stream, method, seed, epochs):
         "seconds": time.time() - start,
         **summary,
     }
+
+
+def _registered(method):
+    return lambda inner, stream, seed: make_registered(method, inner, stream,
+                                                       seed)

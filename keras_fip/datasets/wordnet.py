@@ -38,6 +38,17 @@ DEFAULT_CATEGORIES = (
     ("noun.communication", "noun.act"),
 )
 
+# A second stream over ten other categories (none shared with the first),
+# for choosing settings on more than one text stream:
+# `split_wordnet(categories=SECOND_CATEGORIES)`.
+SECOND_CATEGORIES = (
+    ("noun.state", "noun.attribute"),
+    ("noun.cognition", "noun.group"),
+    ("noun.object", "noun.quantity"),
+    ("noun.event", "noun.possession"),
+    ("noun.time", "noun.process"),
+)
+
 
 def read_glosses(path=WORDNET_NOUNS):
     """`{category: [gloss, ...]}` from a WordNet `data.noun` file."""
