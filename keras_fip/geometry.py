@@ -16,7 +16,24 @@ that of the Bhattacharyya distance −log Σ √(p q) is a quarter of it
 (forward mode, `keras_fip.backend.jvp`) followed by a vector-Jacobian
 product Jᵀ(H u) (reverse mode): one forward-mode and one reverse pass over
 the batch, never the weights × weights matrix. `reduction="sum"` sums over
-the inputs (as above), `"mean"` divides by their number.
+the inputs (as above), `"mean"` divides by their number. `variables=`
+restricts g to a subset S of the weights (the block g_SS: the vector is
+zero on the other weights, which stay fixed).
+
+The spectrum of g, from these products alone:
+
+- `top_eigenpairs` / `top_eigenvalues`: the largest eigenvalues (and unit
+  eigenvectors) by Lanczos with full reorthogonalisation.
+- `spectral_density`: the whole eigenvalue distribution by stochastic
+  Lanczos quadrature; `smoothed_density` turns its nodes and weights into
+  a Gaussian-broadened density on a (log-λ) grid.
+
+g has rank at most N·k for N inputs and k outputs (N·(k − 1) for the
+Fisher, whose H has the null vector 1). When N·k is small enough to form
+the Jacobian, `metric_spectrum` gives that whole nonzero spectrum exactly,
+as the eigenvalues of the N·k × N·k Gram matrix H^½ J Jᵀ H^½ (the same
+nonzero eigenvalues as Jᵀ H J); `numerical_rank` and `fraction_below`
+summarise any list of eigenvalues against a tolerance relative to λ_max.
 
 Example:
 
@@ -27,11 +44,20 @@ x = np.random.rand(5, 4).astype("float32")
 v = [np.ones(w.shape, "float32") for w in model.trainable_weights]
 gv = keras_fip.geometry.metric_vector_product(model, x, v, metric="fisher")
 assert [g.shape for g in gv] == [w.shape for w in model.trainable_weights]
+
+# 15 weights; 2 inputs × 3 logits: g has rank 3 · min(2, 4 + 1) = 6.
+values, vectors = keras_fip.geometry.top_eigenpairs(model, x[:2], k=2)
+assert vectors.shape == (2, 15) and values[0] >= values[1]
+spectrum = keras_fip.geometry.metric_spectrum(model, x[:2])   # 2·3 values
+assert keras_fip.geometry.numerical_rank(spectrum) == 6
+nodes, weights = keras_fip.geometry.spectral_density(model, x[:2])
+assert abs(weights.sum() - 1) < 1e-9
 ```
 """
 
 import numpy as np
 from keras import ops
+from keras import tree
 
 from keras_fip import backend as fip_backend
 from keras_fip.arrays import as_numpy
@@ -59,7 +85,8 @@ def output_metric(outputs, u, metric):
 
 
 def metric_vector_product_values(model, values, state, x, vector,
-                                 metric="logit", reduction="sum"):
+                                 metric="logit", reduction="sum",
+                                 positions=None):
     """g·v at the weights `values` (tensors; usable inside compiled steps).
 
     Args:
@@ -68,115 +95,498 @@ def metric_vector_product_values(model, values, state, x, vector,
             order.
         state: the values of its non-trainable variables.
         x: a batch of inputs.
-        vector: v, a list shaped like `values`.
+        vector: v, a list shaped like `values` (like `values[p]` for each
+            `p` of `positions` when given).
         metric: `"logit"` (JᵀJ) or `"fisher"` (Jᵀ(diag p − ppᵀ)J).
         reduction: `"sum"` or `"mean"` over the inputs.
+        positions: optional indices into `values`: g is then the block
+            g_SS of those weights S (v is zero on the others, which stay
+            at `values`). Default `None`: all weights.
 
     Returns:
-        g·v as a list of tensors shaped like `values`.
+        g·v as a list of tensors shaped like `vector`.
     """
     _check(metric, reduction)
+    positions = list(range(len(values)) if positions is None else positions)
+    chosen = [values[p] for p in positions]
 
     def outputs_of(vals):
-        out, _ = model.stateless_call(vals, state, x, training=False)
+        full = list(values)
+        for p, value in zip(positions, vals):
+            full[p] = value
+        out, _ = model.stateless_call(full, state, x, training=False)
         return ops.cast(out, "float32")
 
-    outputs, u = fip_backend.jvp(outputs_of, values, vector)
+    outputs, u = fip_backend.jvp(outputs_of, chosen, vector)
     hu = ops.stop_gradient(output_metric(outputs, u, metric))
     if reduction == "mean":
         hu = hu / ops.cast(ops.shape(outputs)[0], "float32")
     _, gv = fip_backend.value_and_grad(
-        lambda vals: ops.sum(outputs_of(vals) * hu), values)
-    return [ops.cast(g, ops.dtype(v)) for g, v in zip(gv, values)]
+        lambda vals: ops.sum(outputs_of(vals) * hu), chosen)
+    return [ops.cast(g, ops.dtype(v)) for g, v in zip(gv, chosen)]
+
+
+def variable_positions(model, variables=None):
+    """Indices into `model.trainable_variables` of `variables` (all: None).
+
+    Raises:
+        ValueError: `variables` is empty, repeats a variable, or holds one
+            that is not a trainable variable of `model`.
+    """
+    trainable = model.trainable_variables
+    if variables is None:
+        return list(range(len(trainable)))
+    positions = []
+    for variable in variables:
+        found = [i for i, w in enumerate(trainable) if w is variable]
+        if not found:
+            name = getattr(variable, "path", repr(variable))
+            raise ValueError(
+                f"`variables` must hold trainable variables of the model; "
+                f"{name} is not one of them.")
+        positions.append(found[0])
+    if not positions:
+        raise ValueError("`variables` is empty; pass None for all weights.")
+    if len(set(positions)) != len(positions):
+        raise ValueError("`variables` names a variable twice.")
+    return positions
+
+
+def _shapes_at(model, positions):
+    trainable = model.trainable_variables
+    return [tuple(trainable[p].shape) for p in positions]
+
+
+def _check_arrays(arrays, shapes, name):
+    if len(arrays) != len(shapes) or any(
+            tuple(ops.shape(a)) != s for a, s in zip(arrays, shapes)):
+        which = ("of the model (of `variables` when given)"
+                 if name == "vector" else "of the model")
+        raise ValueError(f"`{name}` needs one array per trainable variable "
+                         f"{which}, shaped like it: {shapes}.")
+
+
+def _model_values(model, weights=None):
+    variables = model.trainable_variables
+    if weights is None:
+        values = [w.value for w in variables]
+    else:
+        _check_arrays(weights, [tuple(w.shape) for w in variables], "weights")
+        values = [ops.convert_to_tensor(a, dtype=w.dtype)
+                  for a, w in zip(weights, variables)]
+    return values, [w.value for w in model.non_trainable_variables]
 
 
 def metric_vector_product(model, x, vector, metric="logit",
-                          reduction="sum"):
-    """g·v for `model` at its current weights on the inputs `x` (NumPy).
+                          reduction="sum", variables=None, weights=None):
+    """g·v for `model` on the inputs `x` (NumPy in and out).
 
     Args:
         model: a built Keras model with one output tensor.
         x: the protected inputs (a batch; any structure the model takes).
-        vector: v, one array per `model.trainable_variables`.
+        vector: v, one array per `model.trainable_variables` (per entry of
+            `variables` when given).
         metric: `"logit"` (JᵀJ) or `"fisher"` (Jᵀ(diag p − ppᵀ)J).
         reduction: `"sum"` (default) or `"mean"` over the inputs.
+        variables: optional list of some of the model's trainable
+            variables: the product is then g_SS·v for the block of g on
+            those weights (v zero elsewhere). Default `None`: all.
+        weights: optional values of all trainable variables at which g is
+            taken (one array each); default the model's current weights.
+            The model itself is not changed.
 
     Returns:
-        g·v, a list of NumPy arrays shaped like the trainable weights.
+        g·v, a list of NumPy arrays shaped like `vector`.
     """
-    variables = model.trainable_variables
-    if len(vector) != len(variables) or any(
-            tuple(ops.shape(v)) != tuple(w.shape)
-            for v, w in zip(vector, variables)):
-        raise ValueError(
-            "`vector` needs one array per trainable variable of the model, "
-            f"shaped like it: {[tuple(w.shape) for w in variables]}.")
-    values = [w.value for w in variables]
-    state = [w.value for w in model.non_trainable_variables]
-    vector = [ops.convert_to_tensor(v, dtype=w.dtype)
-              for v, w in zip(vector, variables)]
+    positions = variable_positions(model, variables)
+    shapes = _shapes_at(model, positions)
+    _check_arrays(vector, shapes, "vector")
+    values, state = _model_values(model, weights)
+    vector = [ops.convert_to_tensor(v, dtype=values[p].dtype)
+              for v, p in zip(vector, positions)]
     gv = metric_vector_product_values(model, values, state, x, vector,
-                                      metric, reduction)
+                                      metric, reduction, positions)
     return [as_numpy(g) for g in gv]
 
 
-def _flatten(arrays):
+def flatten(arrays):
+    """One float64 vector from a list of arrays (in their order)."""
     return np.concatenate([np.asarray(a, "float64").ravel() for a in arrays])
 
 
-def _unflatten(flat, shapes):
+def unflatten(flat, shapes, dtype="float32"):
+    """The inverse of `flatten`: arrays of `shapes` from one vector."""
+    sizes = [int(np.prod(shape)) for shape in shapes]
+    if sum(sizes) != np.size(flat):
+        raise ValueError(f"A vector of {np.size(flat)} entries does not "
+                         f"fill the shapes {shapes} ({sum(sizes)} entries).")
     out, start = [], 0
-    for shape in shapes:
-        size = int(np.prod(shape))
-        out.append(flat[start:start + size].reshape(shape).astype("float32"))
+    for shape, size in zip(shapes, sizes):
+        out.append(np.asarray(flat[start:start + size]).reshape(shape)
+                   .astype(dtype))
         start += size
     return out
 
 
-def top_eigenvalues(model, x, k=10, metric="logit", reduction="sum",
-                    iterations=None, seed=0):
-    """The `k` largest eigenvalues of g by Lanczos, reorthogonalised.
+def _flat_operator(model, x, metric, reduction, variables):
+    """(v ↦ g v on flat float64 vectors, dim) at the current weights."""
+    _check(metric, reduction)
+    positions = variable_positions(model, variables)
+    shapes = _shapes_at(model, positions)
+    values, state = _model_values(model)
+    dtypes = [values[p].dtype for p in positions]
 
-    Each Lanczos iteration is one `metric_vector_product`; every new
-    vector is orthogonalised against all earlier ones (full
-    reorthogonalisation, in float64), so the Ritz values match the
-    top of g's spectrum without spurious copies.
+    def matvec(flat):
+        vector = [ops.convert_to_tensor(a, dtype=d)
+                  for a, d in zip(unflatten(flat, shapes), dtypes)]
+        gv = metric_vector_product_values(model, values, state, x, vector,
+                                          metric, reduction, positions)
+        return flatten(as_numpy(g) for g in gv)
+
+    return matvec, sum(int(np.prod(s)) for s in shapes)
+
+
+def _check_count(name, value, low=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+            or value < low:
+        raise ValueError(f"`{name}` must be an integer ≥ {low}; "
+                         f"got {value!r}.")
+
+
+def lanczos(matvec, start, steps):
+    """`steps` Lanczos iterations with full reorthogonalisation.
+
+    From q₁ = start/‖start‖, each step takes w = A qⱼ, αⱼ = qⱼᵀw, removes
+    from w its components along all earlier q (classical Gram–Schmidt,
+    twice, in float64: no spurious copies of converged eigenvalues), and
+    sets βⱼ = ‖w‖, qⱼ₊₁ = w/βⱼ. It stops early when βⱼ ≤ 10⁻¹⁰ times the
+    largest α or β so far (the Krylov space of `start` is exhausted).
+
+    Args:
+        matvec: v ↦ A v for a symmetric A, on flat float64 vectors.
+        start: the start vector (nonzero).
+        steps: the most iterations m.
+
+    Returns:
+        `(T, Q)`: the m × m tridiagonal T = Qᵀ A Q (diagonal α, off-diagonal
+        β) and the m × dim orthonormal basis Q (rows), NumPy float64.
+    """
+    _check_count("steps", steps)
+    start = np.asarray(start, "float64")
+    norm = np.linalg.norm(start)
+    if not norm > 0:
+        raise ValueError("The Lanczos start vector is zero.")
+    basis = np.empty((steps, start.size))
+    basis[0] = start / norm
+    alphas, betas, scale = [], [], 0.0
+    for j in range(steps):
+        w = np.asarray(matvec(basis[j]), "float64")
+        alphas.append(float(basis[j] @ w))
+        done = basis[:j + 1]
+        for _ in range(2):
+            w -= done.T @ (done @ w)
+        beta = float(np.linalg.norm(w))
+        scale = max(scale, abs(alphas[-1]), beta)
+        if j == steps - 1 or beta <= 1e-10 * scale:
+            break
+        betas.append(beta)
+        basis[j + 1] = w / beta
+    size = len(alphas)
+    off = betas[:size - 1]
+    tridiagonal = np.diag(alphas) + np.diag(off, 1) + np.diag(off, -1)
+    return tridiagonal, basis[:size]
+
+
+def top_eigenpairs(model, x, k=10, metric="logit", reduction="sum",
+                   iterations=None, seed=0, variables=None):
+    """The `k` largest eigenvalues of g and their unit eigenvectors.
+
+    Lanczos (`lanczos`, one `metric_vector_product` per iteration, full
+    reorthogonalisation) from a seeded Gaussian start; the Ritz pairs
+    (θ, Q s) of the tridiagonal T = Qᵀ g Q approximate g's top eigenpairs
+    (g v ≈ θ v), the largest converging first.
 
     Args:
         model: a built Keras model.
         x: the protected inputs.
-        k: how many eigenvalues.
-        metric: `"logit"` or `"fisher"`.
-        reduction: `"sum"` or `"mean"` over the inputs.
+        k: how many eigenpairs (default 10).
+        metric: `"logit"` (default) or `"fisher"`.
+        reduction: `"sum"` (default) or `"mean"` over the inputs.
         iterations: Lanczos steps (default `min(dim, 2k + 20)`).
-        seed: seed of the start vector.
+        seed: seed of the start vector (default 0).
+        variables: optional subset of the trainable variables (the block
+            g_SS, as in `metric_vector_product`); default all.
+
+    Returns:
+        `(eigenvalues, eigenvectors)`: the `k` eigenvalues, descending
+        (float64), and a `(k, dim)` float64 array whose rows are the
+        orthonormal eigenvectors, flattened in `trainable_variables` order
+        (of `variables` when given); `unflatten(row, shapes)` gives one per
+        variable.
+    """
+    matvec, dim = _flat_operator(model, x, metric, reduction, variables)
+    _check_count("k", k)
+    if iterations is not None:
+        _check_count("iterations", iterations)
+    steps = min(dim, iterations or 2 * k + 20)
+    if not 0 < k <= steps:
+        raise ValueError(f"`k` must lie in [1, {steps}]; got {k}.")
+    start = np.random.default_rng(seed).normal(size=dim)
+    tridiagonal, basis = lanczos(matvec, start, steps)
+    if len(tridiagonal) < k:
+        raise ValueError(
+            f"The Krylov space of the start vector has dimension "
+            f"{len(tridiagonal)} < k = {k}: g has rank below k here; ask "
+            "for fewer eigenpairs.")
+    ritz, vectors = np.linalg.eigh(tridiagonal)
+    order = np.argsort(ritz)[::-1][:k]
+    return ritz[order], (basis.T @ vectors[:, order]).T
+
+
+def top_eigenvalues(model, x, k=10, metric="logit", reduction="sum",
+                    iterations=None, seed=0, variables=None):
+    """The `k` largest eigenvalues of g by Lanczos, reorthogonalised.
+
+    `top_eigenpairs` without the eigenvectors; same arguments.
 
     Returns:
         The `k` largest eigenvalues, descending (NumPy, float64).
     """
-    shapes = [tuple(w.shape) for w in model.trainable_variables]
-    dim = sum(int(np.prod(s)) for s in shapes)
-    steps = min(dim, iterations or 2 * k + 20)
-    if not 0 < k <= steps:
-        raise ValueError(f"`k` must lie in [1, {steps}]; got {k}.")
-    q = np.random.default_rng(seed).normal(size=dim)
-    basis = [q / np.linalg.norm(q)]
-    alphas, betas = [], []
-    for j in range(steps):
-        w = _flatten(metric_vector_product(
-            model, x, _unflatten(basis[j], shapes), metric, reduction))
-        alphas.append(float(basis[j] @ w))
-        for b in basis:  # full reorthogonalisation (twice is enough)
-            w -= (b @ w) * b
-        for b in basis:
-            w -= (b @ w) * b
-        beta = float(np.linalg.norm(w))
-        if j == steps - 1 or beta < 1e-10 * max(abs(alphas[0]), 1e-30):
-            break
-        betas.append(beta)
-        basis.append(w / beta)
-    size = len(alphas)
-    tridiagonal = (np.diag(alphas) + np.diag(betas[:size - 1], 1)
-                   + np.diag(betas[:size - 1], -1))
-    ritz = np.sort(np.linalg.eigvalsh(tridiagonal))[::-1]
-    return ritz[:k]
+    return top_eigenpairs(model, x, k, metric, reduction, iterations, seed,
+                          variables)[0]
+
+
+PROBES = ("rademacher", "gaussian")
+
+
+def spectral_density(model, x, metric="logit", reduction="sum",
+                     num_probes=10, iterations=40, seed=0,
+                     probe="rademacher", variables=None):
+    """The eigenvalue distribution of g by stochastic Lanczos quadrature.
+
+    The spectral density of the D × D metric is φ(λ) = (1/D) Σᵢ δ(λ − λᵢ),
+    so ∫ f dφ = tr f(g) / D. For a random unit probe q = z/‖z‖ (z with
+    Rademacher ±1 or Gaussian entries), E[q qᵀ] = I/D, hence
+    tr f(g)/D = E[qᵀ f(g) q] = E[Σᵢ (qᵀuᵢ)² f(λᵢ)]. Lanczos from q gives
+    the tridiagonal T = Σⱼ θⱼ sⱼ sⱼᵀ, and qᵀ f(g) q ≈ Σⱼ τⱼ² f(θⱼ) with
+    τⱼ = (sⱼ)₁, the first component of T's j-th eigenvector (Gauss
+    quadrature, exact for polynomials f of degree < 2m with m steps). The
+    estimate averages over the probes:
+
+        φ(λ) ≈ (1/n) Σ_probes Σⱼ τⱼ² δ(λ − θⱼ).
+
+    Each probe's weights τⱼ² sum to 1, so the total weight is 1; its first
+    moment Σ τⱼ² θⱼ = qᵀ g q is the Hutchinson estimate of tr(g)/D.
+    The nodes are accurate at the top of the spectrum and coarse in the
+    bulk; a null space of g (rank < D) shows as nodes at ≈ 0 holding about
+    (D − rank)/D of the weight.
+
+    Args:
+        model: a built Keras model.
+        x: the protected inputs.
+        metric: `"logit"` (default) or `"fisher"`.
+        reduction: `"sum"` (default) or `"mean"` over the inputs.
+        num_probes: n, the random probes (default 10).
+        iterations: Lanczos steps m per probe (default 40, at most D).
+        seed: seed of the probes (default 0).
+        probe: `"rademacher"` (default) or `"gaussian"` entries.
+        variables: optional subset of the trainable variables (the block
+            g_SS); default all.
+
+    Returns:
+        `(nodes, weights)`: 1-D float64 arrays of the Ritz values θ of
+        every probe and their weights τ²/n (summing to 1).
+    """
+    if probe not in PROBES:
+        raise ValueError(f"Unknown probe {probe!r}; expected one of "
+                         f"{PROBES}.")
+    _check_count("num_probes", num_probes)
+    _check_count("iterations", iterations)
+    matvec, dim = _flat_operator(model, x, metric, reduction, variables)
+    rng = np.random.default_rng(seed)
+    nodes, weights = [], []
+    for _ in range(num_probes):
+        if probe == "rademacher":
+            z = rng.choice((-1.0, 1.0), size=dim)
+        else:
+            z = rng.normal(size=dim)
+        tridiagonal, _ = lanczos(matvec, z, min(dim, iterations))
+        ritz, vectors = np.linalg.eigh(tridiagonal)
+        nodes.append(ritz)
+        weights.append(vectors[0] ** 2 / num_probes)
+    return np.concatenate(nodes), np.concatenate(weights)
+
+
+def smoothed_density(nodes, weights, grid, width=0.1, log_scale=True):
+    """A Gaussian-broadened density from `spectral_density`'s output.
+
+    ρ(t) = Σⱼ wⱼ 𝒩(t; tⱼ, width²) with tⱼ = log₁₀ θⱼ (`log_scale=True`:
+    a density per decade of λ, for a log-λ axis) or tⱼ = θⱼ. On the log
+    scale the nodes θ ≤ 0 (g's null space, up to rounding) have no place
+    and are left out: ∫ρ dt is then the weight of the positive nodes.
+
+    Args:
+        nodes: the Ritz values θ.
+        weights: their weights w.
+        grid: the points t (log₁₀ λ when `log_scale`).
+        width: the Gaussian's standard deviation, in units of t (default
+            0.1 decade).
+        log_scale: broaden in log₁₀ λ (default) or in λ.
+
+    Returns:
+        ρ on `grid` (NumPy float64).
+
+    Raises:
+        ValueError: `width` ≤ 0 or nodes and weights of different sizes.
+    """
+    nodes = np.asarray(nodes, "float64").ravel()
+    weights = np.asarray(weights, "float64").ravel()
+    if nodes.shape != weights.shape:
+        raise ValueError(f"{nodes.size} nodes but {weights.size} weights.")
+    if not width > 0:
+        raise ValueError(f"`width` must be positive; got {width!r}.")
+    if log_scale:
+        keep = nodes > 0
+        nodes, weights = np.log10(nodes[keep]), weights[keep]
+    grid = np.asarray(grid, "float64")
+    gauss = np.exp(-0.5 * ((grid[..., None] - nodes) / width) ** 2)
+    return gauss @ weights / (width * np.sqrt(2 * np.pi))
+
+
+def _check_tolerance(relative_tolerance):
+    if not 0 < relative_tolerance < 1:
+        raise ValueError("`relative_tolerance` must lie in (0, 1); got "
+                         f"{relative_tolerance!r}.")
+
+
+def numerical_rank(eigenvalues, relative_tolerance=1e-3):
+    """How many eigenvalues exceed `relative_tolerance` · λ_max.
+
+    Args:
+        eigenvalues: eigenvalues of a positive semi-definite matrix (all
+            of them, or its largest ones: the rest count as zero).
+        relative_tolerance: the cut, relative to the largest eigenvalue
+            (default 10⁻³).
+
+    Returns:
+        The count (int; 0 when λ_max ≤ 0).
+    """
+    _check_tolerance(relative_tolerance)
+    eigenvalues = np.asarray(eigenvalues, "float64").ravel()
+    if eigenvalues.size == 0:
+        raise ValueError("No eigenvalues given.")
+    top = eigenvalues.max()
+    if top <= 0:
+        return 0
+    return int(np.sum(eigenvalues > relative_tolerance * top))
+
+
+def fraction_below(eigenvalues, relative_tolerance=1e-3, dimension=None):
+    """The share of the D eigenvalues at or below `relative_tolerance`·λ_max.
+
+    Args:
+        eigenvalues: the listed eigenvalues (for instance the N·k of
+            `metric_spectrum`).
+        relative_tolerance: the cut, relative to λ_max (default 10⁻³).
+        dimension: D, the matrix size; the D − len(eigenvalues) unlisted
+            eigenvalues count as zero (default: len(eigenvalues)).
+
+    Returns:
+        (D − numerical_rank) / D, a float in [0, 1].
+    """
+    eigenvalues = np.asarray(eigenvalues, "float64").ravel()
+    rank = numerical_rank(eigenvalues, relative_tolerance)
+    dimension = eigenvalues.size if dimension is None else dimension
+    if dimension < eigenvalues.size:
+        raise ValueError(f"`dimension` {dimension} is smaller than the "
+                         f"{eigenvalues.size} eigenvalues given.")
+    return (dimension - rank) / dimension
+
+
+def output_jacobian(model, x, variables=None):
+    """J = ∂f/∂w, one row per (input, output) pair, as a NumPy array.
+
+    Row i·k + c is the gradient of output c on input i (a reverse pass on
+    that input alone), so forming J costs N·k backward passes and
+    N·k × D floats of memory: for small N·k.
+
+    Args:
+        model: a built Keras model with outputs of shape (N, k).
+        x: the inputs (a batch; any structure the model takes).
+        variables: optional subset of the trainable variables (their
+            columns only); default all.
+
+    Returns:
+        J, float32, shape (N·k, D) with columns in `trainable_variables`
+        order (of `variables` when given).
+    """
+    positions = variable_positions(model, variables)
+    values, state = _model_values(model)
+    chosen = [values[p] for p in positions]
+    n = len(tree.flatten(x)[0])
+    rows = None
+    for i in range(n):
+        single = tree.map_structure(lambda a: a[i:i + 1], x)
+
+        def output(vals, c, single=single):
+            full = list(values)
+            for p, value in zip(positions, vals):
+                full[p] = value
+            out, _ = model.stateless_call(full, state, single, training=False)
+            return ops.cast(ops.reshape(out, (-1,))[c], "float32")
+
+        if rows is None:
+            k = int(np.prod(ops.shape(model(single, training=False))[1:]))
+            dim = sum(int(np.prod(ops.shape(v))) for v in chosen)
+            rows = np.empty((n * k, dim), "float32")
+        for c in range(k):
+            _, grads = fip_backend.value_and_grad(
+                lambda vals, c=c: output(vals, c), chosen)
+            rows[i * k + c] = np.concatenate(
+                [as_numpy(g).ravel() for g in grads])
+    return rows
+
+
+def metric_spectrum(model, x, metric="logit", reduction="sum",
+                    variables=None):
+    """The min(N·k, D) largest eigenvalues of g, exactly, by a Gram matrix.
+
+    g = Jᵀ H J and the N·k × N·k Gram matrix M = H^½ J Jᵀ H^½ share their
+    nonzero eigenvalues (M = A Aᵀ and g = Aᵀ A for A = H^½ J), and the
+    other D − N·k eigenvalues of g (when N·k < D) are exactly zero. J comes from
+    `output_jacobian` (N·k backward passes), M from one N·k × D product in
+    float32 (kept float64 for the eigenvalues): for N·k up to ~10⁴.
+
+    Args:
+        model: a built Keras model with logits of shape (N, k).
+        x: the protected inputs.
+        metric: `"logit"` (H = I, default) or `"fisher"` (H = diag p − ppᵀ
+            per input, whose null vector 1 caps the rank at N·(k − 1)).
+        reduction: `"sum"` (default) or `"mean"` (g/N) over the inputs.
+        variables: optional subset of the trainable variables (the block
+            g_SS); default all.
+
+    Returns:
+        The min(N·k, D) largest eigenvalues, descending (NumPy float64;
+        those past the rank are zero up to rounding).
+    """
+    _check(metric, reduction)
+    jacobian = output_jacobian(model, x, variables)
+    size = min(jacobian.shape)
+    gram = (jacobian @ jacobian.T).astype("float64")
+    del jacobian
+    if metric == "fisher":  # M = R (J Jᵀ) R, R = blockdiag(H_i^½)
+        logits = as_numpy(model(x, training=False)).astype("float64")
+        n, k = logits.shape
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        lam, u = np.linalg.eigh(
+            p[:, :, None] * np.eye(k) - p[:, :, None] * p[:, None, :])
+        root = (u * np.sqrt(np.clip(lam, 0, None))[:, None, :]) \
+            @ np.swapaxes(u, 1, 2)
+        left = root @ gram.reshape(n, k, n * k)      # R_i G_ij
+        gram = (np.swapaxes(left.reshape(n * k, n, k), 0, 1) @ root)
+        gram = np.swapaxes(gram, 0, 1).reshape(n * k, n * k)
+    if reduction == "mean":
+        gram /= len(tree.flatten(x)[0])
+    return np.sort(np.linalg.eigvalsh(gram))[::-1][:size]
