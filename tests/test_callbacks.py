@@ -67,6 +67,92 @@ def test_path_recorder_measures_distance_length_and_drift():
     np.testing.assert_allclose(path.weights[-1], final, rtol=1e-6)
 
 
+def _metric_setup():
+    model = make_mlp(hidden=(5,), inputs=3, classes=4, seed=1)
+    protected = np.random.default_rng(0).normal(size=(6, 3)).astype("float32")
+    return model, protected
+
+
+def _flat(model):
+    return np.concatenate(
+        [as_numpy(v).ravel() for v in model.trainable_variables]
+    ).astype("float64")
+
+
+@pytest.mark.parametrize("metric", ["logit", "fisher"])
+def test_path_recorder_metric_length_is_the_formed_metric_norm(metric):
+    from test_geometry import _explicit
+
+    model, protected = _metric_setup()
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(16, 3)).astype("float32")
+    y = rng.integers(0, 4, size=16)
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss=sparse_ce())
+    w0, g0 = _flat(model), _explicit(model, protected, metric)
+    path = keras_fip.callbacks.PathRecorder(
+        every_n_steps=1, every_n_epochs=None, metric_inputs=protected,
+        metric=metric, subspace_k=3)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[path])
+    move = _flat(model) - w0
+    first, moved = path.records
+    assert first["metric_increment"] == 0.0
+    assert np.isnan(first["subspace_share"])
+    want = np.sqrt(move @ g0 @ move)
+    assert want > 0
+    assert moved["metric_increment"] == pytest.approx(want, rel=1e-4)
+    assert moved["metric_length"] == pytest.approx(want, rel=1e-4)
+    # The share of the move in the span of g0's top-3 eigenvectors.
+    _, vectors = np.linalg.eigh(g0)
+    top = vectors[:, -3:]
+    share = np.sum((top.T @ move) ** 2) / (move @ move)
+    assert 0 <= moved["subspace_share"] <= 1
+    assert moved["subspace_share"] == pytest.approx(share, rel=1e-3,
+                                                    abs=1e-6)
+    assert moved["top_eigenvalue"] == pytest.approx(
+        np.linalg.eigvalsh(_explicit(model, protected, metric))[-1],
+        rel=1e-4)
+
+
+def test_path_recorder_share_is_one_inside_the_top_subspace_and_adds_up():
+    from test_geometry import _explicit
+
+    model, protected = _metric_setup()
+    path = keras_fip.callbacks.PathRecorder(
+        metric_inputs=protected, metric="fisher", subspace_k=2)
+    path.set_model(model)
+    path.record()
+    w0 = _flat(model)
+    values, vectors = np.linalg.eigh(_explicit(model, protected, "fisher"))
+    inside = 0.3 * vectors[:, -1] - 0.2 * vectors[:, -2]
+    shapes = [tuple(v.shape) for v in model.trainable_variables]
+    model.set_weights(keras_fip.geometry.unflatten(w0 + inside, shapes))
+    entry = path.record()
+    assert entry["subspace_share"] == pytest.approx(1.0, abs=1e-4)
+    want = np.sqrt(0.09 * values[-1] + 0.04 * values[-2])
+    assert entry["metric_increment"] == pytest.approx(want, rel=1e-4)
+    # A move orthogonal to the top-2 eigenvectors of g here has share 0.
+    _, here = np.linalg.eigh(_explicit(model, protected, "fisher"))
+    outside = 0.1 * here[:, 0]
+    model.set_weights(
+        keras_fip.geometry.unflatten(w0 + inside + outside, shapes))
+    last = path.record()
+    assert last["subspace_share"] == pytest.approx(0.0, abs=1e-4)
+    assert last["metric_length"] == pytest.approx(
+        entry["metric_increment"] + last["metric_increment"])
+
+
+def test_path_recorder_rejects_bad_metric_arguments():
+    with pytest.raises(ValueError, match="Unknown metric"):
+        keras_fip.callbacks.PathRecorder(metric="hessian")
+    with pytest.raises(ValueError, match="Unknown reduction"):
+        keras_fip.callbacks.PathRecorder(reduction="max")
+    with pytest.raises(ValueError, match="needs `metric_inputs`"):
+        keras_fip.callbacks.PathRecorder(subspace_k=3)
+    with pytest.raises(ValueError, match="`subspace_k` must be a positive"):
+        keras_fip.callbacks.PathRecorder(metric_inputs=np.zeros((2, 3)),
+                                         subspace_k=0)
+
+
 def test_path_recorder_rejects_bad_intervals():
     with pytest.raises(ValueError, match="every_n_steps"):
         keras_fip.callbacks.PathRecorder(every_n_steps=0)

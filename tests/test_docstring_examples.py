@@ -23,6 +23,7 @@ EXAMPLES = {
     "Memory": keras_fip.Memory,
     "EvalSets": keras_fip.evaluation.EvalSets,
     "evaluate_stream": keras_fip.evaluate_stream,
+    "PathRecorder": keras_fip.callbacks.PathRecorder,
     "geometry": keras_fip.geometry,
     "TaskStream.holdout": keras_fip.datasets.TaskStream.holdout,
     "TaskStream.map_inputs": keras_fip.datasets.TaskStream.map_inputs,
