@@ -32,7 +32,8 @@ g has rank at most N·k for N inputs and k outputs (N·(k − 1) for the
 Fisher, whose H has the null vector 1). When N·k is small enough to form
 the Jacobian, `metric_spectrum` gives that whole nonzero spectrum exactly,
 as the eigenvalues of the N·k × N·k Gram matrix H^½ J Jᵀ H^½ (the same
-nonzero eigenvalues as Jᵀ H J); `numerical_rank` and `fraction_below`
+nonzero eigenvalues as Jᵀ H J; `gram_eigenvalues` from a given J Jᵀ);
+`numerical_rank` and `fraction_below`
 summarise any list of eigenvalues against a tolerance relative to λ_max.
 
 Example:
@@ -572,12 +573,42 @@ def metric_spectrum(model, x, metric="logit", reduction="sum",
     """
     _check(metric, reduction)
     jacobian = output_jacobian(model, x, variables)
+    outputs = as_numpy(model(x, training=False))
     size = min(jacobian.shape)
-    gram = (jacobian @ jacobian.T).astype("float64")
+    gram = jacobian @ jacobian.T
     del jacobian
+    return gram_eigenvalues(gram, outputs, metric, reduction)[:size]
+
+
+def gram_eigenvalues(gram, outputs, metric="logit", reduction="sum"):
+    """The eigenvalues of H^½ (J Jᵀ) H^½ from the Gram matrix J Jᵀ.
+
+    The nonzero eigenvalues of g = Jᵀ H J (see `metric_spectrum`, which
+    forms J Jᵀ and calls this). The leading (n·k) × (n·k) block of the
+    Gram of N inputs is the Gram of the first n, so one J Jᵀ gives the
+    spectra for every n ≤ N.
+
+    Args:
+        gram: J Jᵀ, (N·k) × (N·k), rows ordered (input, output) as
+            `output_jacobian` makes them.
+        outputs: the (N, k) outputs (logits) on the N inputs.
+        metric: `"logit"` (default) or `"fisher"`.
+        reduction: `"sum"` (default) or `"mean"` over the N inputs.
+
+    Returns:
+        The N·k eigenvalues, descending (NumPy float64).
+    """
+    _check(metric, reduction)
+    gram = np.asarray(gram, "float64")
+    logits = np.asarray(outputs, "float64")
+    n, k = logits.reshape(len(logits), -1).shape
+    if gram.shape != (n * k, n * k):
+        raise ValueError(f"A {gram.shape} Gram matrix does not match "
+                         f"outputs of shape {logits.shape}.")
     if metric == "fisher":  # M = R (J Jᵀ) R, R = blockdiag(H_i^½)
-        logits = as_numpy(model(x, training=False)).astype("float64")
-        n, k = logits.shape
+        if logits.ndim != 2:
+            raise ValueError("The Fisher metric needs (N, k) logits; got "
+                             f"outputs of shape {logits.shape}.")
         p = np.exp(logits - logits.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
         lam, u = np.linalg.eigh(
@@ -587,6 +618,5 @@ def metric_spectrum(model, x, metric="logit", reduction="sum",
         left = root @ gram.reshape(n, k, n * k)      # R_i G_ij
         gram = (np.swapaxes(left.reshape(n * k, n, k), 0, 1) @ root)
         gram = np.swapaxes(gram, 0, 1).reshape(n * k, n * k)
-    if reduction == "mean":
-        gram /= len(tree.flatten(x)[0])
-    return np.sort(np.linalg.eigvalsh(gram))[::-1][:size]
+    eigenvalues = np.sort(np.linalg.eigvalsh(gram))[::-1]
+    return eigenvalues / n if reduction == "mean" else eigenvalues

@@ -222,6 +222,14 @@ def test_metric_spectrum_is_the_nonzero_spectrum_of_the_formed_metric(
     jac = keras_fip.geometry.output_jacobian(model, x)
     np.testing.assert_allclose(jac, _jacobian(model, x)[0], rtol=1e-5,
                                atol=1e-6)
+    # The leading block of the Gram of 6 inputs is the Gram of the first 2.
+    outputs = as_numpy(model(x))
+    g2 = _explicit(model, x[:2], metric) / (2 if reduction == "mean" else 1)
+    first = keras_fip.geometry.gram_eigenvalues(
+        (jac @ jac.T)[:8, :8], outputs[:2], metric, reduction)
+    np.testing.assert_allclose(
+        first, np.sort(np.linalg.eigvalsh(g2))[::-1][:8],
+        atol=1e-5 * want[0])
 
 
 def test_variables_restrict_the_metric_to_their_block():
@@ -305,4 +313,6 @@ def test_spectrum_arguments_are_checked():
         geometry.metric_vector_product(
             model, x, [np.zeros(w.shape) for w in model.trainable_variables],
             weights=[np.zeros((3, 5))])
+    with pytest.raises(ValueError, match="does not match"):
+        geometry.gram_eigenvalues(np.eye(6), np.zeros((2, 4)))
     assert geometry.numerical_rank([0.0, 0.0]) == 0
