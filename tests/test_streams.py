@@ -73,6 +73,18 @@ def test_holdout_replaces_test_sets_with_training_tails():
         stream.holdout(0.01)
 
 
+def test_derived_streams_keep_what_the_loader_set():
+    # A text stream's model needs `vocabulary_size` on its validation
+    # stream too.
+    x = np.arange(40, dtype="float32").reshape(20, 2)
+    y = np.arange(20) % 4
+    stream = TaskStream.split_by_class(x, y, x[:4], y[:4],
+                                       classes_per_task=2)
+    stream.vocabulary_size = 123
+    assert stream.holdout(0.2).vocabulary_size == 123
+    assert stream.map_inputs(lambda a: a * 2).vocabulary_size == 123
+
+
 def test_map_inputs_reshapes_every_task_and_keeps_labels():
     x = np.arange(80, dtype="float32").reshape(20, 4)
     y = np.arange(20) % 4

@@ -51,6 +51,15 @@ class TaskStream:
         self.tasks = tasks
         self.name = name
 
+    def _derived(self, tasks, name):
+        """A new stream of `tasks` that keeps what a loader set on this one
+        (`vocabulary_size`, `categories`, ...)."""
+        stream = TaskStream(tasks, name=name)
+        for key, value in vars(self).items():
+            if key not in ("tasks", "name"):
+                setattr(stream, key, value)
+        return stream
+
     def __iter__(self):
         return iter(self.tasks)
 
@@ -123,7 +132,7 @@ class TaskStream:
             tasks.append(dataclasses.replace(
                 task, x_train=task.x_train[:cut], y_train=task.y_train[:cut],
                 x_test=task.x_train[cut:], y_test=task.y_train[cut:]))
-        return TaskStream(tasks, name=self.name + "/holdout")
+        return self._derived(tasks, self.name + "/holdout")
 
     def map_inputs(self, function, name=None):
         """A stream whose training and test inputs are `function(x)`.
@@ -160,7 +169,7 @@ class TaskStream:
                     )
             tasks.append(dataclasses.replace(task, x_train=x_train,
                                              x_test=x_test))
-        return TaskStream(tasks, name=name or self.name)
+        return self._derived(tasks, name or self.name)
 
     @property
     def num_classes(self):
