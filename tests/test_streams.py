@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from keras_fip.datasets import TaskStream
+from keras_fip.datasets.task_stream import Task
 from keras_fip.datasets import permuted_digits
 
 
@@ -71,6 +72,18 @@ def test_holdout_replaces_test_sets_with_training_tails():
         stream.holdout(1.0)
     with pytest.raises(ValueError, match="too few"):
         stream.holdout(0.01)
+
+
+def test_holdout_validates_every_class_of_a_sorted_task():
+    # Split-WordNet's tasks hold one category, then the other: a plain
+    # tail would validate on the second category only.
+    x = np.arange(40, dtype="float32").reshape(20, 2)
+    y = np.repeat([0, 1], 10)
+    stream = TaskStream([Task("sorted", x, y, x[:2], y[:2], (0, 1))])
+    held = stream.holdout(0.2)[0]
+    assert np.bincount(held.y_test).tolist() == [2, 2]
+    np.testing.assert_array_equal(held.x_test[:, 0], [16, 18, 36, 38])
+    assert np.bincount(held.y_train).tolist() == [8, 8]
 
 
 def test_derived_streams_keep_what_the_loader_set():

@@ -26,6 +26,13 @@ def _check_pair(x, y, split):
     return x, y
 
 
+def _take(x, index):
+    """Rows `index` of an array or of every array in a dict."""
+    if isinstance(x, dict):
+        return {key: value[index] for key, value in x.items()}
+    return x[index]
+
+
 class TaskStream:
     """An ordered list of `Task`s; iterate over it to train task by task.
 
@@ -98,20 +105,21 @@ class TaskStream:
     def holdout(self, fraction=0.2):
         """A stream for choosing settings: each task's test set is replaced.
 
-        The last `fraction` of every task's training data becomes its test
-        set and the rest its training set, so settings can be compared
-        without looking at the real test data. Shuffle the training data
-        first if it is sorted (the held-out part must cover every class).
+        In every task the last `fraction` of each class's training samples
+        becomes its test set (stratified, so a task whose samples are sorted
+        by class is still validated on all its classes) and the rest, in
+        their order, its training set, so settings can be compared without
+        looking at the real test data.
 
         ```python
         import keras_fip
-        stream = keras_fip.datasets.split_digits()  # training data shuffled
+        stream = keras_fip.datasets.split_digits()
         validation = stream.holdout(0.2)
-        assert len(validation[0].y_test) == round(0.2 * len(stream[0].y_train))
+        assert set(validation[0].y_test) == set(stream[0].y_train)
         ```
 
         Args:
-            fraction: the share of each task's training data held out, in
+            fraction: the share of each class's training data held out, in
                 (0, 1).
 
         Returns:
@@ -123,15 +131,21 @@ class TaskStream:
             )
         tasks = []
         for task in self.tasks:
-            cut = int(round((1 - fraction) * len(task.y_train)))
-            if cut in (0, len(task.y_train)):
+            held = np.zeros(len(task.y_train), bool)
+            for label in np.unique(task.y_train):
+                where = np.flatnonzero(task.y_train == label)
+                count = int(round(fraction * len(where)))
+                held[where[len(where) - count:]] = True
+            if held.all() or not held.any():
                 raise ValueError(
                     f"Task {task.name!r} has {len(task.y_train)} training "
                     f"samples: too few to hold out {fraction} of them."
                 )
+            train, test = np.flatnonzero(~held), np.flatnonzero(held)
             tasks.append(dataclasses.replace(
-                task, x_train=task.x_train[:cut], y_train=task.y_train[:cut],
-                x_test=task.x_train[cut:], y_test=task.y_train[cut:]))
+                task, x_train=_take(task.x_train, train),
+                y_train=task.y_train[train], x_test=_take(task.x_train, test),
+                y_test=task.y_train[test]))
         return self._derived(tasks, self.name + "/holdout")
 
     def map_inputs(self, function, name=None):
