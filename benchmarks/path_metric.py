@@ -6,8 +6,9 @@ Adam(1e-3), batch 32, `--epochs` epochs. From that network two methods
 learn task 1 (digits 2, 3) with the same optimizer, batch and epochs:
 
 - finetune: Adam on the task-1 loss alone;
-- fip: `keras_fip.FIPOptimizer(Adam(1e-3), memory=Memory(200))`, the
-  library defaults otherwise (Bhattacharyya invariance on the memory);
+- fip: `keras_fip.FIPOptimizer.reference_code(Adam(1e-3),
+  memory=Memory(200))`, the reference code's penalty step (Bhattacharyya
+  invariance on the memory; the library default of 0.2);
   task 0 enters the memory with `keras_fip.callbacks.remember_task`.
 
 A `PathRecorder` with `metric_inputs` = FIP's task-0 memory inputs (the
@@ -91,7 +92,7 @@ def run_seed(stream, args, seed):
         model.set_weights(weights)
         callbacks = []
         if method == "fip":
-            fip = keras_fip.FIPOptimizer(
+            fip = keras_fip.FIPOptimizer.reference_code(
                 keras.optimizers.Adam(1e-3),
                 memory=keras_fip.Memory(capacity=args.memory, seed=seed))
             model.compile(optimizer=fip, loss=loss())

@@ -3,7 +3,11 @@
 For one backend (KERAS_BACKEND), trains the same model on the same batches
 with `Adam` and with `FIPOptimizer(Adam)` (memory active) and prints the
 ratios FIP / Adam beside the compute floor (B_new + B_mem) / B_new: an FIP
-step runs one more forward and backward pass, on the memory batch.
+step runs one more forward and backward pass, on the memory batch. With
+`--methods fip fip-exact` it also times the exact step (`damping=μ`,
+K = `--solver-iterations` conjugate-gradient iterations, each one JVP and
+one VJP on the memory batch, ≈ 5/3 of a forward-and-backward pass): its
+floor is (B_new + B_mem (1 + 5K/3)) / B_new.
 
 Each measurement runs in a fresh child process (so peak memory is its own);
 the children alternate Adam, FIP, Adam, FIP, ... and the best of the
@@ -75,7 +79,7 @@ def _minilm(length, classes, n, rng):
     return model, x
 
 
-def child(method, config, steps, repeats):
+def child(method, config, steps, repeats, iterations):
     import keras
     import numpy as np
 
@@ -94,10 +98,12 @@ def child(method, config, steps, repeats):
     optimizer = keras.optimizers.Adam(1e-3)
     callbacks = []
     baseline = _rss_kb("VmRSS")
-    if method == "fip":
+    if method != "adam":
+        exact = {"damping": 10.0, "solver_iterations": iterations} \
+            if method == "fip-exact" else {}
         optimizer = keras_fip.FIPOptimizer(
             optimizer, memory=keras_fip.Memory(max(4 * memory_batch, 200)),
-            memory_batch_size=memory_batch,
+            memory_batch_size=memory_batch, **exact,
         )
         old = (_head(x, 4 * memory_batch), y[: 4 * memory_batch])
         model.compile(optimizer=optimizer, loss=keras.losses.
@@ -110,7 +116,7 @@ def child(method, config, steps, repeats):
                       SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False,
               callbacks=callbacks)  # warm-up: compile
-    if method == "fip":
+    if method != "adam":
         assert optimizer.memory.is_active
 
     class Timer(keras.callbacks.Callback):
@@ -130,8 +136,15 @@ def child(method, config, steps, repeats):
     return {
         "step_ms": 1000 * float(np.median(timer.times)),
         "peak_mb": (_rss_kb("VmHWM") - baseline) / 1024,
-        "floor": (batch + memory_batch) / batch if method == "fip" else 1.0,
+        "floor": floor(method, batch, memory_batch, iterations),
     }
+
+
+def floor(method, batch, memory_batch, iterations):
+    """The compute floor of a step relative to the plain optimizer's."""
+    extra = {"adam": 0.0, "fip": 1.0,
+             "fip-exact": 1.0 + 5.0 * iterations / 3.0}[method]
+    return (batch + extra * memory_batch) / batch
 
 
 def main():
@@ -141,44 +154,53 @@ def main():
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--methods", nargs="+", default=["fip"],
+                        choices=["fip", "fip-exact"])
+    parser.add_argument("--solver-iterations", type=int, default=5)
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "CONFIG"))
     parser.add_argument("--out", default="results")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(*args.child, args.steps, args.repeats)))
+        print(json.dumps(child(*args.child, args.steps, args.repeats,
+                               args.solver_iterations)))
         return
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     rows = []
     for config in args.configs:
         best = {}
         for _ in range(args.rounds):
-            for method in ("adam", "fip"):
+            for method in ("adam", *args.methods):
                 out = subprocess.run(
                     [sys.executable, __file__, "--child", method, config,
                      "--steps", str(args.steps), "--repeats",
-                     str(args.repeats)],
+                     str(args.repeats), "--solver-iterations",
+                     str(args.solver_iterations)],
                     check=True, capture_output=True, text=True,
                 ).stdout.strip().splitlines()[-1]
                 result = json.loads(out)
                 keep = best.get(method)
                 if keep is None or result["step_ms"] < keep["step_ms"]:
                     best[method] = result
-        adam, fip = best["adam"], best["fip"]
-        rows.append({
-            "backend": backend, "config": config,
-            "adam_step_ms": adam["step_ms"], "fip_step_ms": fip["step_ms"],
-            "time_ratio": fip["step_ms"] / adam["step_ms"],
-            "floor": fip["floor"],
-            "ratio_over_floor": fip["step_ms"] / adam["step_ms"] / fip["floor"],
-            "adam_peak_mb": adam["peak_mb"], "fip_peak_mb": fip["peak_mb"],
-        })
+        adam = best["adam"]
+        for method in args.methods:
+            fip = best[method]
+            rows.append({
+                "backend": backend, "config": config, "method": method,
+                "adam_step_ms": adam["step_ms"],
+                "fip_step_ms": fip["step_ms"],
+                "time_ratio": fip["step_ms"] / adam["step_ms"],
+                "floor": fip["floor"],
+                "ratio_over_floor":
+                    fip["step_ms"] / adam["step_ms"] / fip["floor"],
+                "adam_peak_mb": adam["peak_mb"], "fip_peak_mb": fip["peak_mb"],
+            })
     print(f"\nbackend {backend}: FIP(Adam) vs Adam, median step over "
           f"{args.repeats}×{args.steps} steps, best of {args.rounds} rounds")
-    print("| config | Adam ms/step | FIP ms/step | ratio | floor | ratio/floor"
-          " | Adam peak MB | FIP peak MB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| config | method | Adam ms/step | FIP ms/step | ratio | floor |"
+          " ratio/floor | Adam peak MB | FIP peak MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['config']} | {r['adam_step_ms']:.2f} | "
+        print(f"| {r['config']} | {r['method']} | {r['adam_step_ms']:.2f} | "
               f"{r['fip_step_ms']:.2f} | {r['time_ratio']:.2f} | "
               f"{r['floor']:.2f} | {r['ratio_over_floor']:.2f} | "
               f"{r['adam_peak_mb']:.0f} | {r['fip_peak_mb']:.0f} |")

@@ -41,6 +41,10 @@ from keras_fip.terms.scale import ScaleGradient
 from keras_fip.terms.step_norm import StepNorm
 
 
+# The paper's reference code (the default of keras_fip 0.1 and 0.2).
+REFERENCE_SETTINGS = {"distance": "bhattacharyya", "reduction": "sum",
+                      "beta": 1.0, "anchors": "task_start", "damping": None}
+
 # The metric the exact step solves with, by default: the one whose quadratic
 # form the distance is near the anchor (see keras_fip.geometry).
 METRIC_OF = {"squared_l2": "logit", "bhattacharyya": "fisher",
@@ -89,7 +93,10 @@ class FIPOptimizer(ContinualOptimizer):
             new `Memory(capacity=200)`.
         beta: weight β ≥ 0 of the secondary objective's gradient (the one
             `fit` computes). A Keras variable once built: callbacks may
-            change it with `optimizer.beta.assign(...)`.
+            change it with `optimizer.beta.assign(...)`. Default 0.3, chosen
+            with the other defaults on the validation splits of four
+            streams (the reference code's β = 1 is
+            `FIPOptimizer.reference_code`).
         distance: output distance D: `"bhattacharyya"` (the reference
             code, default), `"squared_l2"` (on logits: the JᵀJ metric) or
             `"kl"`. See `keras_fip.distances`.
@@ -146,7 +153,7 @@ class FIPOptimizer(ContinualOptimizer):
         self,
         inner_optimizer,
         memory=None,
-        beta=1.0,
+        beta=0.3,
         distance="bhattacharyya",
         reduction="sum",
         from_logits=True,
@@ -180,6 +187,24 @@ class FIPOptimizer(ContinualOptimizer):
         self._step_norm = norm
         self._solve = solve
         self.objectives = objectives
+
+    @classmethod
+    def reference_code(cls, inner_optimizer, memory=None, **overrides):
+        """FIP with the settings of the paper's reference code.
+
+        The penalty step with the Bhattacharyya distance summed over the
+        memory batch, β = 1, every stored sample re-anchored when a task
+        begins (`REFERENCE_SETTINGS`; the default of keras_fip 0.1 and
+        0.2). `overrides` replace any of them.
+
+        ```python
+        import keras, keras_fip
+        fip = keras_fip.FIPOptimizer.reference_code(keras.optimizers.Adam())
+        assert fip.distance == "bhattacharyya" and fip.anchors == "task_start"
+        ```
+        """
+        return cls(inner_optimizer, memory=memory,
+                   **{**REFERENCE_SETTINGS, **overrides})
 
     @property
     def beta(self):

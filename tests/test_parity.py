@@ -48,7 +48,7 @@ def test_first_20_losses_match_the_numpy_reference(digits_stream):
     ])
     model.set_weights(params)
     memory = keras_fip.Memory(capacity=20, seed=0)
-    fip = keras_fip.FIPOptimizer(
+    fip = keras_fip.FIPOptimizer.reference_code(
         keras.optimizers.Adam(1e-3), memory=memory,
         memory_batch_size=MEMORY_BATCH,
     )

@@ -15,8 +15,10 @@ class DarkReplayTerm(MemoryTerm):
     """d ← d + ∇[α MSE(f(x_mem), z_mem) + β CE(f(x_mem), y_mem)].
 
     Args:
-        alpha: weight of the logit-matching term (≥ 0).
-        beta: weight of the label term (≥ 0).
+        alpha: weight of the logit-matching term (≥ 0; default 0.5).
+        beta: weight of the label term (≥ 0; default 2). The defaults were
+            chosen on the validation splits of four streams
+            (`benchmarks/select_default.py`; 0.2 had α = 0.3, β = 0.5).
         from_logits: whether the model outputs logits.
 
     Example:
@@ -31,7 +33,7 @@ class DarkReplayTerm(MemoryTerm):
     ```
     """
 
-    def __init__(self, alpha=0.3, beta=0.5, from_logits=True):
+    def __init__(self, alpha=0.5, beta=2.0, from_logits=True):
         self.alpha = check_number("alpha", alpha)
         self.beta = check_number("beta", beta)
         self.from_logits = bool(from_logits)
@@ -65,8 +67,10 @@ class DERPPOptimizer(ContinualOptimizer):
         inner_optimizer: the optimizer to wrap.
         memory: a `keras_fip.Memory` (default capacity 200).
         memory_batch_size: replayed samples per step (default 32).
-        alpha: weight of the logit-matching term (≥ 0).
-        beta: weight of the label term (≥ 0).
+        alpha: weight of the logit-matching term (≥ 0; default 0.5).
+        beta: weight of the label term (≥ 0; default 2). The defaults were
+            chosen on the validation splits of four streams
+            (`benchmarks/select_default.py`; 0.2 had α = 0.3, β = 0.5).
         from_logits: whether the model outputs logits.
         name: the optimizer's name.
 
@@ -79,7 +83,7 @@ class DERPPOptimizer(ContinualOptimizer):
     """
 
     def __init__(self, inner_optimizer, memory=None, memory_batch_size=32,
-                 alpha=0.3, beta=0.5, from_logits=True, name=None, **kwargs):
+                 alpha=0.5, beta=2.0, from_logits=True, name=None, **kwargs):
         dark = DarkReplayTerm(alpha, beta, from_logits)
         super().__init__(
             inner_optimizer, terms=[dark],

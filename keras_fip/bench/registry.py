@@ -34,24 +34,37 @@ METHODS = {
     "lwf": lambda inner, stream, seed: baselines.LwFOptimizer(
         inner, memory=_memory(stream, seed)),
     "si": lambda inner, stream, seed: baselines.SIOptimizer(inner),
+    # The library's default FIP, chosen on validation splits of every
+    # stream (benchmarks/select_default.py, docs/results/fip_default.md).
     "fip": lambda inner, stream, seed: keras_fip.FIPOptimizer(
         inner, memory=_memory(stream, seed)),
-    # The paper's own metric g = JᵀJ (squared L2 on logits), mean over the
-    # memory batch, β = 10. Chosen among four FIP settings on Split-digits
-    # (10 seeds, torch); see the README's findings.
-    "fip-l2": lambda inner, stream, seed: keras_fip.FIPOptimizer(
-        inner, memory=_memory(stream, seed), distance="squared_l2",
-        reduction="mean", beta=10.0),
 }
 
 
 def _fip(**settings):
-    return lambda inner, stream, seed: keras_fip.FIPOptimizer(
+    """FIP with the reference code's settings, `settings` replaced."""
+    return lambda inner, stream, seed: keras_fip.FIPOptimizer.reference_code(
         inner, memory=_memory(stream, seed), **settings)
 
 
+def _exact(damping):
+    """The exact step on the logit metric (stored anchors, β = 10)."""
+    return _fip(distance="squared_l2", reduction="mean", beta=10.0,
+                anchors="stored", damping=damping, solver_iterations=5)
+
+
+METHODS.update({
+    # The paper's reference code (the default `fip` of keras_fip 0.1-0.2).
+    "fip-reference": _fip(),
+    # The paper's own metric g = JᵀJ (squared L2 on logits), mean over the
+    # memory batch, β = 10: chosen among four FIP settings on Split-digits
+    # (10 seeds, torch) for 0.1.
+    "fip-l2": _fip(distance="squared_l2", reduction="mean", beta=10.0),
+})
+
 # Opt-in variants (`--methods fip-stored ...`), the ablation of FIP's
-# settings against DER's: not in the default run.
+# settings against DER's: not in the default run. Each is the reference
+# code's FIP with one setting changed.
 VARIANTS = {
     "fip-beta0.5": _fip(beta=0.5),
     "fip-mb64": _fip(memory_batch_size=64),
@@ -59,7 +72,18 @@ VARIANTS = {
     "fip-stored": _fip(anchors="stored"),
     "fip-l2-beta1": _fip(distance="squared_l2", reduction="mean"),
     "der": lambda inner, stream, seed: baselines.DERPPOptimizer(
-        inner, memory=_memory(stream, seed), beta=0.0),
+        inner, memory=_memory(stream, seed), alpha=0.3, beta=0.0),
+    # DER++ and ER with keras_fip 0.2's defaults (before they were chosen
+    # on validation splits with the same budget as FIP's).
+    "derpp-0.2": lambda inner, stream, seed: baselines.DERPPOptimizer(
+        inner, memory=_memory(stream, seed), alpha=0.3, beta=0.5),
+    "er-0.2": lambda inner, stream, seed: baselines.ReplayOptimizer(
+        inner, memory=_memory(stream, seed), memory_batch_size=32,
+        replay_weight=1.0),
+    # The exact step (g + μI)⁻¹d at three dampings.
+    "fip-exact-mu1": _exact(1.0),
+    "fip-exact-mu10": _exact(10.0),
+    "fip-exact-mu100": _exact(100.0),
 }
 
 
