@@ -173,7 +173,10 @@ def test_vit_image_classifier_keeps_the_first_digits_task(digits_stream,
             backbone=backbone, num_classes=10, preprocessor=preprocessor)
         optimizer = keras.optimizers.Adam(1e-3)
         if fip:
-            optimizer = keras_fip.FIPOptimizer(
+            # The reference settings (β = 1): the thresholds below were set
+            # for them; 0.3's default β = 0.3 protects more and learns this
+            # tiny ViT's second task to 0.79 on JAX in 10 epochs.
+            optimizer = keras_fip.FIPOptimizer.reference_code(
                 optimizer, memory=keras_fip.Memory(40), memory_batch_size=16)
         model.compile(optimizer=optimizer, loss=keras.losses.
                       SparseCategoricalCrossentropy(from_logits=True))
