@@ -237,10 +237,27 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
             self._check_variables(model)
         with fip_backend.variable_scope(model):
             created = self.task_cycle.bind(model, sample_inputs)
+        self._check_memory()
         if created and self._traced:
             # A step traced before the memory existed has no memory branch.
             model.train_function = None
             self._traced = False
+
+    def _check_memory(self):
+        """Refuses a memory whose anchors a term or the policy cannot use."""
+        memory = self.memory
+        if memory is None or not memory.built:
+            return
+        if memory.anchor_storage == "snapshot" and self.anchors == "stored":
+            raise ValueError(
+                "A snapshot memory anchors every sample on the weights at "
+                "the task's start, but anchors='stored' keeps each sample's "
+                "outputs from when its task ended. Use anchors='task_start', "
+                "or keras_fip.Memory(capacity, anchor_storage='outputs').")
+        for term in self.terms:
+            check = getattr(term, "check_memory", None)
+            if check is not None:
+                check(memory)
 
     def _require_model(self):
         model = None if self._model_ref is None else self._model_ref()
@@ -402,6 +419,11 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
             "state_spec": self.task_cycle.state_spec,
             "keras_fip_version": version.__version__,
         }
+        if self.built and any("lora_kernel" in v.path
+                              for v in self._trainable_variables):
+            # Keras merges LoRA adapters into the kernels when it saves:
+            # `keras_fip.saving.restore_optimizer` reads this to refuse.
+            config["lora_adapters"] = True
         if self.memory is not None:
             config.update(memory=self.memory.get_config(),
                           memory_batch_size=self.memory_batch_size)
@@ -430,6 +452,7 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
         # Files of keras_fip 0.1 carry no version.
         config.setdefault("keras_fip_version", "0.1.0")
         state_spec = config.pop("state_spec", None)
+        config.pop("lora_adapters", None)
         config["inner_optimizer"] = keras.saving.deserialize_keras_object(
             config["inner_optimizer"], custom_objects=custom_objects)
         if config.get("memory") is not None:

@@ -2,8 +2,12 @@
 
 Each distance takes the current outputs `y` of the network on a batch of
 protected inputs and the stored anchor outputs `y_anchor` (the network at the
-start of the task or path) and returns one non-negative distance per sample,
-shape `(batch,)`. The anchor side is a constant: no gradient flows into it.
+start of the task or path) and returns one non-negative distance per output
+position, over the last (class) axis: shape `(batch,)` for a classifier's
+`(batch, num_classes)`, `(batch, sequence)` for a language model's
+per-token distributions `(batch, sequence, vocabulary)`. The anchor side is a
+constant: no gradient flows into it. `per_sample` reduces the positions of a
+sequence to one distance per sample, padded positions excluded.
 
 Around the anchor every distance here is a quadratic form in the weight
 step θ, so minimising it keeps θᵀ g θ small for a metric g:
@@ -36,18 +40,38 @@ def _probabilities(y, from_logits):
     return ops.softmax(y, axis=-1) if from_logits else y
 
 
+def _log_probabilities(y, from_logits):
+    if from_logits:
+        return ops.log_softmax(y, axis=-1)
+    return ops.log(ops.maximum(y, 1e-30))
+
+
 def bhattacharyya(y, y_anchor, from_logits=True):
     """Bhattacharyya distance per sample, as the FIP reference code runs it.
 
     Args:
-        y: current outputs, shape `(batch, num_classes)`.
+        y: current outputs, shape `(batch, ..., num_classes)`.
         y_anchor: anchor outputs, same shape (held constant).
         from_logits: whether `y` and `y_anchor` are logits (softmax is
             applied) or already probabilities.
 
     Returns:
-        Tensor of shape `(batch,)`: −log Σ_c sqrt(p_c q_c + eps).
+        Tensor of shape `y.shape[:-1]`: −log Σ_c sqrt(p_c q_c + eps), eps
+        = max(1e-10, 1e-3 · min q) over the batch (the reference code) for
+        `(batch, num_classes)` outputs. For per-token outputs `(batch,
+        sequence, vocabulary)` it is computed in log space without eps,
+        −log Σ_c exp((log p_c + log q_c) / 2): V · sqrt(eps) of the
+        reference rule would swamp near-uniform tokens. D is then 0 at the
+        anchor (to float round-off).
     """
+    if len(y.shape) > 2:
+        # Per-token distributions over a vocabulary, in log space with no
+        # eps: the reference rule's eps, summed over V classes, would swamp
+        # near-uniform tokens. −log Σ_c exp((log p_c + log q_c) / 2).
+        log_p = _log_probabilities(ops.cast(y, "float32"), from_logits)
+        log_q = ops.stop_gradient(
+            _log_probabilities(ops.cast(y_anchor, "float32"), from_logits))
+        return -ops.logsumexp(0.5 * (log_p + log_q), axis=-1)
     p = _probabilities(ops.cast(y, "float32"), from_logits)
     q = ops.stop_gradient(
         _probabilities(ops.cast(y_anchor, "float32"), from_logits)
@@ -60,19 +84,18 @@ def squared_l2(y, y_anchor, from_logits=True):
     """Squared Euclidean distance on the raw outputs (metric g = JᵀJ).
 
     Args:
-        y: current outputs, shape `(batch, ...)`.
+        y: current outputs, shape `(batch, ..., C)`.
         y_anchor: anchor outputs, same shape (held constant).
         from_logits: unused; the distance is taken on the outputs as they
             are. Present so all distances share one signature.
 
     Returns:
-        Tensor of shape `(batch,)`: Σ (y − y_anchor)² over non-batch axes.
+        Tensor of shape `y.shape[:-1]`: Σ_c (y_c − y_anchor_c)².
     """
     del from_logits
     diff = ops.cast(y, "float32") - ops.stop_gradient(
         ops.cast(y_anchor, "float32")
     )
-    diff = ops.reshape(diff, (ops.shape(diff)[0], -1))
     return ops.sum(ops.square(diff), axis=-1)
 
 
@@ -80,12 +103,12 @@ def kl(y, y_anchor, from_logits=True):
     """Kullback–Leibler divergence KL(anchor ‖ current) per sample.
 
     Args:
-        y: current outputs, shape `(batch, num_classes)`.
+        y: current outputs, shape `(batch, ..., num_classes)`.
         y_anchor: anchor outputs, same shape (held constant).
         from_logits: whether the outputs are logits or probabilities.
 
     Returns:
-        Tensor of shape `(batch,)`: Σ_c q_c (log q_c − log p_c).
+        Tensor of shape `y.shape[:-1]`: Σ_c q_c (log q_c − log p_c).
     """
     y = ops.cast(y, "float32")
     y_anchor = ops.stop_gradient(ops.cast(y_anchor, "float32"))
@@ -122,6 +145,60 @@ def get(identifier):
     return _BY_NAME[identifier]
 
 
+TOKEN_REDUCTIONS = ("mean", "sum")
+
+
+def per_sample(per_position, mask=None, token_reduction="mean"):
+    """One distance per sample from the distances of its output positions.
+
+    For a classifier (`per_position` of shape `(batch,)`) the distances are
+    returned as they are. For sequence outputs (`(batch, sequence)`, one
+    distance per token) with a padding mask m (1 = a real token, 0 =
+    padding):
+
+    - `token_reduction="mean"`: D(x) = Σ_t m_t D_t / max(Σ_t m_t, 1), the
+      mean over the sequence's real tokens (a sequence weighs like one
+      classified sample, whatever its length);
+    - `"sum"`: D(x) = Σ_t m_t D_t (a sequence weighs by its length).
+
+    Padded positions contribute exactly nothing, to the value and to its
+    gradient. Without a mask every position counts. Outputs with more
+    position axes (an image's pixels) are reduced over all of them the
+    same way.
+
+    Args:
+        per_position: distances, shape `(batch, ...)`.
+        mask: `None` or a 0/1 (or boolean) tensor of `per_position`'s shape.
+        token_reduction: `"mean"` (default) or `"sum"`.
+
+    Returns:
+        Tensor of shape `(batch,)`.
+    """
+    if len(per_position.shape) == 1:
+        return per_position
+    batch = ops.shape(per_position)[0]
+    flat = ops.reshape(per_position, (batch, -1))
+    if mask is None:
+        weights = ops.ones_like(flat)
+    else:
+        weights = ops.reshape(ops.cast(mask, "float32"), (batch, -1))
+        flat = ops.where(weights > 0, flat, ops.zeros_like(flat))
+    total = ops.sum(flat * weights, axis=-1)
+    if token_reduction == "sum":
+        return total
+    return total / ops.maximum(ops.sum(weights, axis=-1), 1.0)
+
+
+def check_token_reduction(token_reduction):
+    """Raises for a `token_reduction` other than `"mean"` or `"sum"`."""
+    if token_reduction not in TOKEN_REDUCTIONS:
+        raise ValueError(
+            f"Unknown token_reduction {token_reduction!r}. Expected 'mean' "
+            "(each sequence's mean over its real tokens) or 'sum' (the sum "
+            "over them).")
+    return token_reduction
+
+
 def check_output_shape(distance, shape):
     """Raises a clear error when `distance` cannot use outputs of `shape`.
 
@@ -131,18 +208,20 @@ def check_output_shape(distance, shape):
 
     Raises:
         ValueError: a class distribution is needed (`"bhattacharyya"`,
-            `"kl"`) but the outputs are not `(batch, num_classes)` with
-            at least two classes, or outputs have no axis besides batch.
+            `"kl"`) but the outputs have no class axis besides the batch
+            axis, or fewer than two classes; or the outputs have no axis
+            besides the batch axis (any distance).
     """
     shape = tuple(shape)
     if distance in ("bhattacharyya", "kl"):
-        if len(shape) != 2 or (shape[-1] is not None and shape[-1] < 2):
+        if len(shape) < 2 or (shape[-1] is not None and shape[-1] < 2):
             raise ValueError(
                 f"distance={distance!r} compares class distributions and "
-                "needs model outputs of shape (batch, num_classes) with at "
-                f"least 2 classes; the model outputs shape {shape}. Use "
-                "distance='squared_l2' for other outputs, or protect a "
-                "classifier head."
+                "needs model outputs of shape (batch, num_classes) or, for "
+                "a language model, (batch, sequence, vocabulary), with at "
+                "least 2 classes on the last axis; the model outputs shape "
+                f"{shape}. Use distance='squared_l2' for other outputs, or "
+                "protect a classifier head."
             )
     elif len(shape) < 2:
         raise ValueError(

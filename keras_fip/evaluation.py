@@ -1,5 +1,6 @@
 """Small host-side helpers shared by the callbacks and the stream trainer."""
 
+import keras
 import numpy as np
 from keras import ops
 from keras import tree
@@ -31,7 +32,9 @@ def model_inputs(model, x, batch_size=256):
     carry a `preprocessor` that `fit` applies to its data; a model's call
     takes the preprocessed features (dicts of token ids, resized images).
     Given `x` as it is passed to `fit`, this applies the same preprocessor
-    in batches; models without one get `x` back unchanged.
+    in batches; models without one get `x` back unchanged. A preprocessor
+    that returns `(x, y, sample_weight)` (a `CausalLMPreprocessor`: the
+    next-token labels come from the text itself) gives its `x`.
     """
     preprocessor = getattr(model, "preprocessor", None)
     if preprocessor is None:
@@ -39,7 +42,12 @@ def model_inputs(model, x, batch_size=256):
     n = len(x)
     parts = []
     for start in range(0, n, batch_size):
-        out = preprocessor(x[start : start + batch_size])
+        chunk = x[start : start + batch_size]
+        if isinstance(chunk, np.ndarray) and chunk.dtype.kind in "US":
+            chunk = chunk.tolist()  # KerasHub's BPE tokenizers take lists
+        out = preprocessor(chunk)
+        if isinstance(out, tuple):
+            out = keras.utils.unpack_x_y_sample_weight(out)[0]
         parts.append(tree.map_structure(ops.convert_to_numpy, out))
     return tree.map_structure(lambda *p: np.concatenate(p), *parts)
 

@@ -104,6 +104,11 @@ class FIPOptimizer(ContinualOptimizer):
             invariance weight grows with `memory_batch_size`) or `"mean"`.
         from_logits: whether the model outputs logits (softmax is applied
             before the distribution distances) or probabilities.
+        token_reduction: for sequence outputs (a KerasHub `CausalLM`'s
+            `(batch, sequence, vocabulary)` logits): a memory sequence's
+            distance is the `"mean"` (default) or `"sum"` of its per-token
+            distances over its real tokens (the memory input
+            `"padding_mask"`; padded positions count for nothing).
         memory_batch_size: protected inputs drawn per step.
         step_norm: ε. `None` (default) hands the direction over as it is;
             a number > 0 rescales it to that global L2 norm first.
@@ -158,6 +163,7 @@ class FIPOptimizer(ContinualOptimizer):
         reduction="sum",
         from_logits=True,
         memory_batch_size=32,
+        token_reduction="mean",
         step_norm=None,
         objectives=None,
         sparse_target=None,
@@ -169,7 +175,8 @@ class FIPOptimizer(ContinualOptimizer):
         **kwargs,
     ):
         scale = ScaleGradient(beta)
-        invariance = Invariance(distance, reduction, from_logits)
+        invariance = Invariance(distance, reduction, from_logits,
+                                token_reduction=token_reduction)
         objectives = _objectives(objectives, sparse_target)
         solve = None if damping is None else MetricSolve(
             damping, solver_iterations, metric or _metric_of(distance),
@@ -232,6 +239,10 @@ class FIPOptimizer(ContinualOptimizer):
         return self._invariance.from_logits
 
     @property
+    def token_reduction(self):
+        return self._invariance.token_reduction
+
+    @property
     def refresh_anchors(self):
         """Whether a task start re-anchors every stored sample."""
         return self.anchors == "task_start"
@@ -248,6 +259,7 @@ class FIPOptimizer(ContinualOptimizer):
             distance=self.distance,
             reduction=self.reduction,
             from_logits=self.from_logits,
+            token_reduction=self.token_reduction,
             step_norm=(None if self._step_norm is None
                        else self._step_norm.current()),
             anchors=self.anchors,

@@ -20,13 +20,24 @@ memory's business: the optimizer's `keras_fip.task_cycle.TaskCycle` decides.
 Sampling (inside the compiled step): `next_batch` walks a permutation of the
 stored samples, `batch_size` at a time, so each pass sees every sample once;
 `shuffle` draws a new permutation with NumPy (the same on every backend).
+
+Anchors (`anchor_storage`, see `keras_fip.anchor_storage`): the anchor
+outputs themselves (`"outputs"`), the top-k log-probabilities per output
+position (`"top_k"`), or only a copy of the model's trainable weights at
+the task's start, the anchors being recomputed in the step
+(`"snapshot"`); `"auto"` picks outputs or snapshot by size. `nbytes` is
+what the memory holds, `keras_fip.anchor_storage.footprint_bytes` its
+formula.
 """
+
+import math
 
 import keras
 import numpy as np
 from keras import ops
 from keras import tree
 
+from keras_fip import anchor_storage as storages
 from keras_fip.memory_selection import class_balanced_keep
 from keras_fip.memory_selection import reservoir_keep
 from keras_fip.arrays import as_numpy
@@ -113,6 +124,13 @@ class Memory:
         capacity: the number of samples kept over all tasks (> 0).
         seed: seed of the NumPy generator that picks the kept samples and
             the sampling order (so runs repeat exactly on every backend).
+        anchor_storage: how the anchors are kept: `"auto"` (default: the
+            outputs when they are small, else a weight snapshot),
+            `"outputs"`, `"top_k"` or `"snapshot"`. See
+            `keras_fip.anchor_storage` for each one's bytes and error.
+        top_k: k, the classes kept per output position with `"top_k"`.
+        from_logits: whether the model outputs logits (for the top-k
+            log-probabilities).
         spec: the shapes and dtypes of the stored tensors, as written by
             `get_config`. Leave `None`: the memory is built from the first
             data and model it sees (`build`).
@@ -132,7 +150,8 @@ class Memory:
     ```
     """
 
-    def __init__(self, capacity, seed=0, spec=None):
+    def __init__(self, capacity, seed=0, anchor_storage="auto", top_k=32,
+                 from_logits=True, spec=None):
         if isinstance(capacity, bool) or not isinstance(
             capacity, (int, np.integer)
         ):
@@ -146,6 +165,9 @@ class Memory:
             )
         self.capacity = int(capacity)
         self.seed = int(seed)
+        self.requested_storage, self.top_k = storages.check_storage(
+            anchor_storage, top_k)
+        self.from_logits = bool(from_logits)
         self.spec = None
         self._variables = []
         if spec is not None:
@@ -175,6 +197,11 @@ class Memory:
         structure, leaves = _flatten(sample_inputs)
         _num_samples(leaves)
         outputs = _call_model(model, _pack(structure, [a[:1] for a in leaves]))
+        weights = [{"shape": list(v.shape), "dtype": v.dtype}
+                   for v in model.trainable_variables]
+        storage = storages.resolve(
+            self.requested_storage, self.capacity, outputs.shape[1:],
+            sum(math.prod(w["shape"]) for w in weights))
         spec = {
             "input_structure": structure,
             "inputs": [
@@ -182,6 +209,8 @@ class Memory:
                 for a in leaves
             ],
             "outputs": {"shape": list(outputs.shape[1:])},
+            "anchors": {"storage": storage, "top_k": self.top_k,
+                        "weights": weights if storage == "snapshot" else []},
         }
         self._build_from_spec(spec)
 
@@ -215,11 +244,43 @@ class Memory:
             variable((cap, *s["shape"]), s["dtype"], f"inputs_{i}")
             for i, s in enumerate(spec["inputs"])
         ]
-        self.anchor_outputs = variable(
-            (cap, *spec["outputs"]["shape"]), "float32", "anchor_outputs"
-        )
+        anchors = spec.get("anchors") or {
+            "storage": "outputs", "top_k": self.top_k, "weights": []}
+        self._anchor_variables = [
+            variable((cap, *shape), dtype, name)
+            for name, shape, dtype in storages.anchor_shapes(
+                anchors["storage"], spec["outputs"]["shape"],
+                anchors["top_k"])
+        ]
+        self.snapshot_weights = [
+            variable(w["shape"], w["dtype"], f"snapshot_{i}")
+            for i, w in enumerate(anchors["weights"])
+        ]
         self.spec = {k: spec[k]
                      for k in ("input_structure", "inputs", "outputs")}
+        self.spec["anchors"] = anchors
+
+    @property
+    def anchor_storage(self):
+        """The storage in use (`"auto"` resolved once built)."""
+        if not self.built:
+            return self.requested_storage
+        return self.spec["anchors"]["storage"]
+
+    @property
+    def anchor_outputs(self):
+        """The anchor-output variable (`anchor_storage="outputs"` only)."""
+        if self.anchor_storage != "outputs":
+            raise AttributeError(
+                f"This memory keeps its anchors as {self.anchor_storage!r}, "
+                "not as outputs.")
+        return self._anchor_variables[0]
+
+    @property
+    def nbytes(self):
+        """The bytes the memory's state takes (every variable)."""
+        return int(sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize
+                       for v in self._variables))
 
     @property
     def inputs(self):
@@ -247,7 +308,12 @@ class Memory:
         return int(as_numpy(self.num_active)) > 0
 
     def stored(self):
-        """Returns the stored `(inputs, labels, task_ids, anchor_outputs)`."""
+        """Returns the stored `(inputs, labels, task_ids, anchors)`.
+
+        `anchors` are the anchor outputs (`anchor_storage="outputs"`), the
+        pair `(indices, log_probs)` (`"top_k"`), or `None` (`"snapshot"`:
+        see `snapshot_weights`).
+        """
         self._require_built("read")
         n = self.size
         inputs = _pack(
@@ -256,8 +322,16 @@ class Memory:
         )
         labels = as_numpy(self.labels)[:n]
         tasks = as_numpy(self.task_ids)[:n]
-        anchors = as_numpy(self.anchor_outputs)[:n]
-        return inputs, labels, tasks, anchors
+        return inputs, labels, tasks, self._anchors_of(
+            [as_numpy(v)[:n] for v in self._anchor_variables])
+
+    def _anchors_of(self, leaves):
+        """Anchor arrays (or tensors) in the form `stored()` returns."""
+        if self.anchor_storage == "outputs":
+            return leaves[0]
+        if self.anchor_storage == "top_k":
+            return tuple(leaves)
+        return None
 
     def add(self, x, y=None, task_id=0):
         """Adds a finished task's samples, keeping the memory balanced.
@@ -276,7 +350,9 @@ class Memory:
         self._require_built("add samples to")
         leaves = self._check_inputs(x)
         n = _num_samples(leaves)
-        stored_inputs, labels, tasks, anchors = self.stored()
+        stored_inputs, labels, tasks, _ = self.stored()
+        anchors = [as_numpy(v)[: self.size] for v in self._anchor_variables]
+        _check_padding_mask(x)
         flags = as_numpy(self.anchored)[: self.size]
         old_leaves = _flatten(stored_inputs)[1]
         labelled_before = self.size > 0 and labels.min() >= 0
@@ -304,9 +380,11 @@ class Memory:
         ]
         merged_labels = np.concatenate([labels[keep_old], new_labels[keep_new]])
         merged_tasks = np.concatenate([tasks[keep_old], new_tasks[keep_new]])
-        merged_anchors = np.concatenate(
-            [anchors[keep_old], np.zeros((len(keep_new), *anchors.shape[1:]))]
-        )
+        merged_anchors = [
+            np.concatenate([a[keep_old],
+                            np.zeros((len(keep_new), *a.shape[1:]), a.dtype)])
+            for a in anchors
+        ]
         merged_flags = np.concatenate([flags[keep_old], np.zeros(len(keep_new))])
         self._write(merged, merged_labels, merged_tasks, merged_anchors,
                     merged_flags)
@@ -319,7 +397,8 @@ class Memory:
         self._write(
             [np.zeros((0, *s["shape"])) for s in self.spec["inputs"]],
             empty, empty,
-            np.zeros((0, *self.spec["outputs"]["shape"])), empty,
+            [np.zeros((0, *v.shape[1:])) for v in self._anchor_variables],
+            empty,
         )
         self.num_seen.assign(0)
 
@@ -336,7 +415,8 @@ class Memory:
             v.assign(padded(a, v.dtype))
         self.labels.assign(padded(labels, "int32"))
         self.task_ids.assign(padded(tasks, "int32"))
-        self.anchor_outputs.assign(padded(anchors, "float32"))
+        for v, a in zip(self._anchor_variables, anchors):
+            v.assign(padded(a, v.dtype))
         self.anchored.assign(padded(flags, "int32"))
         self.num_stored.assign(n)
         self.num_active.assign(0)  # anchors are stale until consolidate
@@ -364,6 +444,13 @@ class Memory:
         """
         self._require_built("consolidate")
         n = self.size
+        if self.anchor_storage == "snapshot":
+            self._snapshot(model)
+            self.anchored.assign(np.where(np.arange(self.capacity) < n, 1, 0)
+                                 .astype("int32"))
+            self.num_active.assign(n)
+            self.cursor.assign(0)
+            return
         flags = as_numpy(self.anchored)
         if refresh:
             todo = np.arange(n)
@@ -372,17 +459,7 @@ class Memory:
             todo = np.flatnonzero((flags[:n] == 0)
                                   | np.isin(task_ids, list(tasks)))
         if len(todo):
-            leaves = [
-                as_numpy(v)[todo] for v in self._input_variables
-            ]
-            outputs = []
-            for start in range(0, len(todo), batch_size):
-                batch = _pack(
-                    self._input_structure,
-                    [a[start : start + batch_size] for a in leaves],
-                )
-                outputs.append(as_numpy(_call_model(model, batch)))
-            outputs = np.concatenate(outputs)
+            outputs = self._outputs(model, todo, batch_size)
             bad = ~np.isfinite(outputs.reshape(len(todo), -1)).all(axis=1)
             if bad.any():
                 raise ValueError(
@@ -393,14 +470,52 @@ class Memory:
                     "anchors; the memory is as it was. Restore the weights "
                     "of a finite network (a checkpoint) and train again."
                 )
-            anchors = as_numpy(self.anchor_outputs).copy()
-            anchors[todo] = outputs
-            self.anchor_outputs.assign(anchors)
+            encoded = storages.encode(self.anchor_storage, outputs,
+                                      self.spec["anchors"]["top_k"],
+                                      self.from_logits)
+            for v, new in zip(self._anchor_variables, encoded):
+                values = as_numpy(v).copy()
+                values[todo] = new
+                v.assign(values)
             flags = flags.copy()
             flags[todo] = 1
             self.anchored.assign(flags)
         self.num_active.assign(n)
         self.cursor.assign(0)
+
+    def _outputs(self, model, rows, batch_size):
+        """The model's outputs on the stored samples `rows` (host)."""
+        leaves = [as_numpy(v)[rows] for v in self._input_variables]
+        outputs = []
+        for start in range(0, len(rows), batch_size):
+            batch = _pack(
+                self._input_structure,
+                [a[start : start + batch_size] for a in leaves],
+            )
+            outputs.append(as_numpy(_call_model(model, batch)))
+        return np.concatenate(outputs)
+
+    def _snapshot(self, model):
+        """Copies the model's trainable weights: the anchor network w₀."""
+        weights = model.trainable_variables
+        expected = [tuple(w["shape"]) for w in self.spec["anchors"]["weights"]]
+        if [tuple(v.shape) for v in weights] != expected:
+            raise ValueError(
+                "The model's trainable weights changed since this memory was "
+                f"built ({len(expected)} then, {len(weights)} now; e.g. "
+                "LoRA enabled or layers frozen afterwards): a weight "
+                "snapshot is taken of one set of weights. Build a new "
+                "Memory for the new set.")
+        values = [as_numpy(v) for v in weights]
+        if not all(np.isfinite(a).all() for a in values
+                   if np.issubdtype(a.dtype, np.floating)):
+            raise ValueError(
+                "The model's weights are not finite (NaN or inf): the "
+                "network diverged. They were not stored as the anchor "
+                "snapshot; the memory is as it was. Restore the weights of "
+                "a finite network (a checkpoint) and train again.")
+        for copy, value in zip(self.snapshot_weights, values):
+            copy.assign(value)
 
     def state(self):
         """A NumPy copy of every variable (for `restore`)."""
@@ -427,10 +542,12 @@ class Memory:
     # In-graph sampling (inside the compiled train step)
     # ------------------------------------------------------------------
     def next_batch(self, batch_size):
-        """Returns the next `(inputs, anchor_outputs, labels)`; advances.
+        """Returns the next `(inputs, anchors, labels)`; advances.
 
         Written with `keras.ops` for use inside a compiled train step. With
         an inactive memory the batch is made of slot 0 and must be unused.
+        `anchors` are in the form of `stored()`: `None` for a snapshot
+        memory (the step recomputes them from `snapshot_weights`).
 
         Args:
             batch_size: the number of samples to return.
@@ -444,7 +561,8 @@ class Memory:
             self._input_structure,
             [ops.take(v.value, index, axis=0) for v in self._input_variables],
         )
-        anchors = ops.take(self.anchor_outputs.value, index, axis=0)
+        anchors = self._anchors_of(
+            [ops.take(v.value, index, axis=0) for v in self._anchor_variables])
         labels = ops.take(self.labels.value, index, axis=0)
         self.cursor.assign(ops.mod(self.cursor.value + batch_size, active))
         return inputs, anchors, labels
@@ -476,7 +594,10 @@ class Memory:
         return leaves
 
     def get_config(self):
-        return {"capacity": self.capacity, "seed": self.seed, "spec": self.spec}
+        return {"capacity": self.capacity, "seed": self.seed,
+                "anchor_storage": self.requested_storage,
+                "top_k": self.top_k, "from_logits": self.from_logits,
+                "spec": self.spec}
 
     @classmethod
     def from_config(cls, config):
@@ -485,7 +606,7 @@ class Memory:
     def __repr__(self):
         return (
             f"<Memory capacity={self.capacity} stored={self.size} "
-            f"active={self.is_active}>"
+            f"active={self.is_active} anchors={self.anchor_storage!r}>"
         )
 
 
@@ -511,6 +632,19 @@ def _call_model(model, inputs):
             "head by building a model that returns it."
         )
     return outputs
+
+
+def _check_padding_mask(x, key="padding_mask"):
+    """Refuses a padding mask that is not 0/1 (KerasHub's convention)."""
+    if not isinstance(x, dict) or key not in x:
+        return
+    mask = np.asarray(x[key])
+    if mask.dtype != bool and not np.isin(mask, (0, 1)).all():
+        raise ValueError(
+            f"The memory input {key!r} must hold 0/1 (or booleans): 1 for a "
+            "real token, 0 for padding; got values such as "
+            f"{np.unique(mask)[:5].tolist()}. Pass the preprocessor's "
+            "padding mask as it is.")
 
 
 def _shapes(inputs):

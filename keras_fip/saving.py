@@ -6,6 +6,12 @@ is the stock one. KerasHub tasks (`BertTextClassifier`, ...) override
 and skips the saved optimizer state, memory included (with a warning).
 `restore_optimizer` recompiles such a model from the file's compile config
 and loads the saved optimizer variables, failing loudly on any mismatch.
+
+LoRA: Keras merges a LoRA-enabled layer's adapters into its kernel when it
+saves (`.keras` and `.weights.h5` alike), so the loaded model has no
+adapters, and an optimizer built for them (its Adam moments, a memory's
+weight snapshot of the adapters) has nothing to be restored onto.
+`restore_optimizer` refuses such a file with what to do instead.
 """
 
 import io
@@ -56,8 +62,21 @@ def restore_optimizer(model, filepath):
                 "before `compile`, so there is no optimizer to restore."
             )
         store = _read_optimizer_store(archive)
+    optimizer_config = compile_config.get("optimizer", {}).get("config", {})
+    if optimizer_config.get("lora_adapters"):
+        raise ValueError(
+            f"{filepath} was saved from a model trained through LoRA "
+            "adapters. Keras merges the adapters into the kernels when it "
+            "saves, so the loaded model has none and the optimizer's state "
+            "(built for the adapters) cannot be restored onto it. To go on "
+            "adapting: enable LoRA again on the loaded backbone "
+            "(backbone.enable_lora(rank)), compile a new FIPOptimizer, and "
+            "record the known task again with keras_fip.callbacks."
+            "remember_task(model, task_id, x).")
     compile_args = keras.saving.deserialize_keras_object(compile_config)
     model.compile(**compile_args)
     model.optimizer.build(model.trainable_variables)
     model.optimizer.load_own_variables(store)
     return model.optimizer
+
+

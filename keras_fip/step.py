@@ -62,22 +62,30 @@ class Step:
         return ops.greater(self.memory.num_active.value, 0)
 
     def memory_batch(self):
-        """`(inputs, anchor_outputs, labels)`: this step's memory batch.
+        """`(inputs, anchors, labels)`: this step's memory batch.
 
         Drawn (and the memory's cursor advanced) once per step, however
-        many terms ask.
+        many terms ask. `anchors` as the memory keeps them (see
+        `keras_fip.Memory.next_batch`; `None` for a weight snapshot, which
+        `memory_gradient` runs).
         """
         if self._batch is None:
             self._batch = self.memory.next_batch(
                 self.optimizer.memory_batch_size)
         return self._batch
 
-    def memory_gradient(self, loss_fn):
+    def memory_gradient(self, loss_fn, with_inputs=False):
         """`(loss, grads)` of a loss of the model's outputs on the batch.
 
+        With a snapshot memory the anchors are the outputs of the weights
+        at the task's start, f(x; w₀): one extra forward pass (inference
+        mode, no gradient) on the batch.
+
         Args:
-            loss_fn: `loss_fn(outputs, anchor_outputs, labels)`, a scalar;
+            loss_fn: `loss_fn(outputs, anchors, labels)`, a scalar;
                 `outputs` are the model's, in inference mode, at `values`.
+            with_inputs: also pass the batch's inputs, as
+                `loss_fn(..., inputs=inputs)` (for a padding mask).
 
         Returns:
             The loss (float32) and its gradient with respect to every
@@ -86,11 +94,14 @@ class Step:
         """
         model, order, state = self._model_view()
         inputs, anchors, labels = self.memory_batch()
+        if anchors is None:
+            anchors = self._snapshot_outputs(model, state, inputs)
+        extra = {"inputs": inputs} if with_inputs else {}
 
         def loss(model_values):
             outputs, _ = model.stateless_call(
                 model_values, state, inputs, training=False)
-            return loss_fn(outputs, anchors, labels)
+            return loss_fn(outputs, anchors, labels, **extra)
 
         value, model_grads = fip_backend.value_and_grad(
             loss, [self.values[i] for i in order])
@@ -120,6 +131,13 @@ class Step:
             model, [self.values[i] for i in order], state, inputs,
             [vector[i] for i in order], metric, reduction)
         return self._from_model(order, product)
+
+    def _snapshot_outputs(self, model, state, inputs):
+        """f(x; w₀) from the memory's weight snapshot (held constant)."""
+        snapshot = [v.value for v in self.memory.snapshot_weights]
+        outputs, _ = model.stateless_call(snapshot, state, inputs,
+                                          training=False)
+        return ops.stop_gradient(outputs)
 
     def _model_view(self):
         model = self.optimizer._require_model()

@@ -15,6 +15,7 @@ from keras_fip.baselines.ewc import EWCOptimizer
 from keras_fip.baselines.ewc import FisherPenaltyTerm
 from keras_fip.baselines.lwf import DistillationTerm
 from keras_fip.baselines.lwf import LwFOptimizer
+from keras_fip.baselines.reference_kl import ReferenceKLOptimizer
 from keras_fip.baselines.replay import ReplayOptimizer
 from keras_fip.baselines.replay import ReplayTerm
 from keras_fip.baselines.si import PathIntegralPenaltyTerm
@@ -30,6 +31,7 @@ __all__ = [
     "GradientProjectionTerm",
     "LwFOptimizer",
     "PathIntegralPenaltyTerm",
+    "ReferenceKLOptimizer",
     "ReplayOptimizer",
     "ReplayTerm",
     "SIOptimizer",

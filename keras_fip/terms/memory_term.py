@@ -32,9 +32,18 @@ class MemoryTerm(DirectionTerm):
 
     #: The name of the optimizer variable holding the last memory loss.
     loss_name = "memory_loss"
+    #: Whether `loss` also takes the memory batch's inputs (`inputs=`), e.g.
+    #: for a padding mask.
+    needs_inputs = False
+    #: The `Memory(anchor_storage=...)` forms whose anchors `loss` can use.
+    anchor_storages = ("outputs",)
 
     def loss(self, outputs, anchors, labels):
-        """The scalar loss of the model's `outputs` on a memory batch."""
+        """The scalar loss of the model's `outputs` on a memory batch.
+
+        `anchors` are the anchor outputs (a tensor), or for a memory with
+        `anchor_storage="top_k"` the pair `(indices, log_probs)`.
+        """
         raise NotImplementedError
 
     def combine(self, direction, memory_grads):
@@ -44,6 +53,16 @@ class MemoryTerm(DirectionTerm):
 
     def check_outputs(self, shape):
         """Raises if `loss` cannot use model outputs of `shape`."""
+
+    def check_memory(self, memory):
+        """Raises if `loss` cannot use the built `memory`'s anchors."""
+        self.check_outputs((None, *memory.spec["outputs"]["shape"]))
+        if memory.anchor_storage not in self.anchor_storages:
+            raise ValueError(
+                f"{type(self).__name__} needs the memory's anchors stored as "
+                f"{' or '.join(repr(s) for s in self.anchor_storages)}; "
+                f"the memory keeps them as {memory.anchor_storage!r}. Pass "
+                "keras_fip.Memory(capacity, anchor_storage='outputs').")
 
     def build(self, optimizer, variables):
         self.last_loss = optimizer.add_variable(
@@ -60,8 +79,7 @@ class MemoryTerm(DirectionTerm):
 
     def begin_task(self, optimizer, model, task):
         if optimizer.memory.built:
-            self.check_outputs(
-                (None, *optimizer.memory.spec["outputs"]["shape"]))
+            self.check_memory(optimizer.memory)
 
     def __call__(self, direction, step):
         if not step.has_memory:
@@ -69,7 +87,8 @@ class MemoryTerm(DirectionTerm):
         step.memory_batch()
 
         def replay():
-            loss, memory_grads = step.memory_gradient(self.loss)
+            loss, memory_grads = step.memory_gradient(
+                self.loss, with_inputs=self.needs_inputs)
             return loss, self.combine(direction, memory_grads)
 
         def skip():
