@@ -7,13 +7,17 @@ from keras_fip.datasets.keras_datasets import split_cifar100
 from keras_fip.datasets.keras_datasets import split_fashion_mnist
 from keras_fip.datasets.keras_datasets import split_mnist
 from keras_fip.datasets.task_stream import TaskStream
+from keras_fip.datasets.wordnet import gloss_domains
+from keras_fip.datasets.wordnet import read_part_of_speech_glosses
 from keras_fip.datasets.wordnet import split_wordnet
 from keras_fip.datasets.wordnet import split_wordnet_text
 
 __all__ = [
     "Task",
     "TaskStream",
+    "gloss_domains",
     "permuted_digits",
+    "read_part_of_speech_glosses",
     "split_cifar100",
     "split_digits",
     "split_fashion_mnist",

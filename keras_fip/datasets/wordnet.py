@@ -6,6 +6,10 @@ has a gloss (its definition) and a lexicographer file such as
 categories, samples glosses of each, turns them into token ids with a
 vocabulary built on the training glosses, and makes five class-incremental
 tasks of two categories with one 10-way head.
+
+`gloss_domains` gives the glosses of whole parts of speech (nouns, verbs,
+adjectives, adverbs) as raw text domains, for a language model that learns
+one after the other (`keras_fip.language`).
 """
 
 import collections
@@ -194,3 +198,163 @@ def split_wordnet_text(categories=DEFAULT_CATEGORIES, train_per_class=400,
     xt = np.array([t for t, _ in test])
     return _stream(categories, x, _labels(train), xt, _labels(test),
                    "split_wordnet_text")
+
+
+WORDNET_DIRECTORY = "/usr/share/wordnet"
+
+# The data file of each part of speech, and a fixed number that seeds its
+# split in `gloss_domains` (so a domain's split does not depend on which
+# other domains are asked for, nor on their order).
+PARTS_OF_SPEECH = {"noun": ("data.noun", 0), "verb": ("data.verb", 1),
+                   "adj": ("data.adj", 2), "adv": ("data.adv", 3)}
+
+
+def _definition(gloss):
+    """The definition part of a gloss: the text before its first example.
+
+    WordNet appends usage examples in double quotes after a semicolon,
+    `'draw air into the lungs; "I can breathe better"'`; they are cut at the
+    first `; "`. A gloss that is only an example is returned whole.
+    """
+    cut = gloss.find('; "')
+    return (gloss[:cut] if cut > 0 else gloss).strip()
+
+
+def read_part_of_speech_glosses(part_of_speech, directory=WORDNET_DIRECTORY,
+                                examples=False):
+    """Every gloss of one part of speech, in the order of its data file.
+
+    Parses `data.noun`, `data.verb`, `data.adj` or `data.adv` as
+    `read_glosses` does (licence lines start with a space; the gloss is the
+    text after `|`). By default only the definition is kept: the usage
+    examples WordNet appends after the first `; "` are cut, so that a
+    language model reads one register (definitions) per domain rather than
+    definitions mixed with quoted sentences.
+
+    Args:
+        part_of_speech: `"noun"`, `"verb"`, `"adj"` or `"adv"`.
+        directory: the folder of the WordNet data files.
+        examples: keep the usage examples (`True`) or cut them (`False`).
+
+    Returns:
+        A list of strings, one per synset (duplicates kept).
+
+    Raises:
+        ValueError: an unknown part of speech.
+        FileNotFoundError: the data file is missing (with the command that
+            installs Debian's WordNet).
+
+    Example:
+
+    ```python
+    import os, keras_fip
+    if os.path.exists("/usr/share/wordnet/data.verb"):
+        verbs = keras_fip.datasets.read_part_of_speech_glosses("verb")
+        assert verbs[0].startswith("draw air into")  # "breathe"
+    ```
+    """
+    if part_of_speech not in PARTS_OF_SPEECH:
+        raise ValueError(
+            f"Unknown part of speech {part_of_speech!r}; expected one of "
+            f"{sorted(PARTS_OF_SPEECH)}."
+        )
+    path = os.path.join(directory, PARTS_OF_SPEECH[part_of_speech][0])
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} not found. Install Debian's WordNet data: "
+            "apt-get install wordnet-base"
+        )
+    glosses = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith(" ") or "|" not in line:
+                continue  # the licence header
+            gloss = line.split("|", 1)[1].strip()
+            gloss = gloss if examples else _definition(gloss)
+            if gloss:
+                glosses.append(gloss)
+    return glosses
+
+
+def _split_size(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+            or value < minimum:
+        raise ValueError(
+            f"`{name}` must be an integer >= {minimum}; got {value!r}."
+        )
+    return int(value)
+
+
+def gloss_domains(domains=("noun", "verb"), train=2000, holdout=300,
+                  test=500, seed=0, directory=WORDNET_DIRECTORY,
+                  examples=False):
+    """Disjoint train / holdout / test glosses of parts of speech (domains).
+
+    For a language model that learns one domain after the other (nouns'
+    definitions, then verbs'). Each domain's distinct glosses
+    (`read_part_of_speech_glosses`, duplicates dropped) are permuted with a
+    generator seeded by `(seed, domain)`; the first `test` form the test
+    split, the next `holdout` the holdout (validation) split and the next
+    `train` the training split. So the three splits are disjoint, the test
+    split does not depend on `train` or `holdout`, the holdout split not on
+    `train` (a larger training set only adds glosses), and no domain's split
+    depends on the other domains asked for.
+
+    Args:
+        domains: parts of speech (`"noun"`, `"verb"`, `"adj"`, `"adv"`),
+            distinct.
+        train, holdout, test: glosses per split and domain (`train` >= 1,
+            the others >= 0).
+        seed: seed of the permutations.
+        directory: the folder of the WordNet data files.
+        examples: keep WordNet's usage examples in the glosses.
+
+    Returns:
+        `{domain: {"train": ..., "holdout": ..., "test": ...}}`, NumPy
+        string arrays (a KerasHub task with its preprocessor takes them in
+        `fit`), in random order.
+
+    Raises:
+        ValueError: an unknown or repeated domain, a bad size, or a domain
+            with fewer distinct glosses than `train + holdout + test`.
+
+    Example:
+
+    ```python
+    import os, keras_fip
+    if os.path.exists("/usr/share/wordnet/data.verb"):
+        data = keras_fip.datasets.gloss_domains(train=100, holdout=20,
+                                                test=20)
+        a_train, b_train = data["noun"]["train"], data["verb"]["train"]
+        assert len(a_train) == 100 and len(data["verb"]["test"]) == 20
+    ```
+    """
+    if isinstance(domains, str):
+        domains = (domains,)
+    domains = tuple(domains)
+    if not domains:
+        raise ValueError("`domains` is empty.")
+    if len(set(domains)) != len(domains):
+        raise ValueError(f"`domains` repeats a part of speech: {domains}.")
+    sizes = {"train": _split_size("train", train, 1),
+             "holdout": _split_size("holdout", holdout, 0),
+             "test": _split_size("test", test, 0)}
+    need = sum(sizes.values())
+    out = {}
+    for domain in domains:
+        glosses = list(dict.fromkeys(read_part_of_speech_glosses(
+            domain, directory, examples)))
+        if len(glosses) < need:
+            raise ValueError(
+                f"WordNet has {len(glosses)} distinct {domain} glosses; "
+                f"train + holdout + test = {need} are needed."
+            )
+        order = np.random.default_rng(
+            [seed, PARTS_OF_SPEECH[domain][1]]).permutation(len(glosses))
+        picked = np.array([glosses[i] for i in order[:need]])
+        test_end = sizes["test"]
+        holdout_end = test_end + sizes["holdout"]
+        out[domain] = {"train": picked[holdout_end:],
+                       "holdout": picked[test_end:holdout_end],
+                       "test": picked[:test_end]}
+    return out
