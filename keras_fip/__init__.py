@@ -18,8 +18,8 @@ import sys
 from keras_fip.version import __version__
 
 _MODULES = ("baselines", "callbacks", "continual_metrics", "datasets",
-            "distances", "evaluation", "geometry", "hub", "saving", "sparsity", "terms",
-            "weight_space")
+            "distances", "evaluation", "geometry", "hub", "language", "saving",
+            "sparsity", "terms", "weight_space")
 _NAMES = {
     "ContinualOptimizer": "keras_fip.continual_optimizer",
     "FIPOptimizer": "keras_fip.fip_optimizer",
