@@ -346,12 +346,14 @@ def test_too_few_glosses():
 
 # --- the docstring examples -------------------------------------------------
 
+# generate_samples's example makes the calls of
+# test_generate_samples_are_greedy_and_start_with_the_prompt on a model of
+# its own; compiling generation for one more model costs JAX ~5 s.
 EXAMPLES = {
     "language": language,
     "train_byte_bpe_tokenizer": language.train_byte_bpe_tokenizer,
     "small_gpt2_causal_lm": language.small_gpt2_causal_lm,
     "token_metrics": language.token_metrics,
-    "generate_samples": language.generate_samples,
     "read_part_of_speech_glosses": wordnet.read_part_of_speech_glosses,
     "gloss_domains": wordnet.gloss_domains,
 }
