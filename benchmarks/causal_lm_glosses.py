@@ -366,10 +366,63 @@ def adapt_joint(load_start, data, knob, seed, args):
     return model
 
 
+def _remember_memory(data):
+    """The hook that puts the A memory into an optimizer's memory."""
+    return lambda model: keras_fip.callbacks.remember_task(
+        model, 0, data["memory"])
+
+
+def _fip(model, data, beta, seed, args, learning_rate):
+    optimizer = keras_fip.FIPOptimizer(
+        keras.optimizers.Adam(learning_rate), beta=beta,
+        memory_batch_size=args.memory_batch_size,
+        memory=keras_fip.Memory(len(data["memory"]), seed=seed))
+    train(model, optimizer, data["b_train"], args, seed,
+          callbacks=[keras_fip.callbacks.TaskBoundary(1, data["b_train"])],
+          remember=_remember_memory(data))
+    model.bench_memory = {"storage": optimizer.memory.anchor_storage,
+                          "bytes": optimizer.memory.nbytes}
+    return model
+
+
+def adapt_fip(load_start, data, knob, seed, args):
+    """FIP (library defaults but β) with the A memory, Adam at fine-tuning's
+    learning rate; knob = β."""
+    return _fip(load_start(), data, float(knob), seed, args,
+                args.learning_rate)
+
+
+def adapt_fip_lora(load_start, data, knob, seed, args):
+    """FIP in the adapters' subspace: `enable_lora(--fip-lora-rank)`, then
+    FIP with a weight-snapshot memory at LoRA's learning rate; knob = β."""
+    model = load_start()
+    model.backbone.enable_lora(args.fip_lora_rank)
+    return _fip(model, data, float(knob), seed, args,
+                args.lora_learning_rate)
+
+
+def adapt_kl(load_start, data, knob, seed, args):
+    """Fine-tuning plus λ KL(start ‖ model) on B's own inputs
+    (`ReferenceKLOptimizer`, a snapshot of the starting weights); knob = λ.
+    """
+    model = load_start()
+    optimizer = keras_fip.baselines.ReferenceKLOptimizer(
+        keras.optimizers.Adam(args.learning_rate), weight=float(knob),
+        memory_batch_size=args.memory_batch_size,
+        memory=keras_fip.Memory(len(data["b_train"]), seed=seed,
+                                anchor_storage="snapshot"))
+    train(model, optimizer, data["b_train"], args, seed,
+          callbacks=[keras_fip.callbacks.TaskBoundary(1, data["b_train"])],
+          remember=_remember_memory(data))
+    return model
+
+
 METHODS = {"finetune": adapt_finetune, "lora": adapt_lora,
-           "replay": adapt_replay, "joint": adapt_joint}
+           "replay": adapt_replay, "kl": adapt_kl, "fip": adapt_fip,
+           "fip-lora": adapt_fip_lora, "joint": adapt_joint}
 KNOBS = {"finetune": [None], "lora": [4, 16], "replay": [0.1, 0.25, 0.5],
-         "joint": [None]}
+         "kl": [0.1, 0.3, 1.0, 3.0], "fip": [1.0, 3.0, 10.0, 30.0],
+         "fip-lora": [3.0, 30.0, 300.0], "joint": [None]}
 
 
 # ---------------------------------------------------------------------------
@@ -522,6 +575,10 @@ def parse_args(argv=None):
     parser.add_argument("--pretrain-learning-rate", type=float, default=1e-3)
     parser.add_argument("--memory", type=int, default=200,
                         help="A training glosses in the memory")
+    parser.add_argument("--memory-batch-size", type=int, default=16,
+                        help="memory sequences per step (fip, fip-lora, kl)")
+    parser.add_argument("--fip-lora-rank", type=int, default=16,
+                        help="the LoRA rank of fip-lora")
     parser.add_argument("--sample-length", type=int, default=24,
                         help="tokens of each greedy sample, prompt included")
     for name in SIZES["default"]:
@@ -550,6 +607,7 @@ def parse_args(argv=None):
                          f"METHOD in {list(METHODS)}")
         args.knobs[method] = [_knob_value(v) for v in values.split(",")]
     for name in ("epochs", "batch_size", "pretrain_epochs", "memory",
+                 "memory_batch_size", "fip_lora_rank",
                  "merges", "a_train", "b_train", "holdout", "sample_length",
                  *MODEL_KEYS):
         if getattr(args, name) < 1:
@@ -595,6 +653,7 @@ def main(argv=None):
                 run = {"method": method, "knob": knob, "seed": seed,
                        "seconds": seconds,
                        "steps": int(getattr(model, "bench_steps", 0)),
+                       "memory": getattr(model, "bench_memory", None),
                        **evaluate(model, data)}
                 results["runs"].append(run)
                 print(f"  {label(method, knob)}: {seconds:.1f} s, "
