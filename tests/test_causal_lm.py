@@ -43,7 +43,7 @@ def _causal_lm(seed=0):
         _tokenizer(), sequence_length=SEQUENCE)
     backbone = keras_hub.models.GPT2Backbone(
         vocabulary_size=258, num_layers=1, num_heads=2, hidden_dim=16,
-        intermediate_dim=32, max_sequence_length=SEQUENCE)
+        intermediate_dim=32, max_sequence_length=SEQUENCE, dropout=0.0)
     return keras_hub.models.GPT2CausalLM(backbone=backbone,
                                          preprocessor=preprocessor)
 
@@ -239,7 +239,8 @@ def test_save_load_and_restore_optimizer_keep_the_memory(tmp_path, storage):
     lm = _causal_lm()
     fip = _compile_fip(lm, storage=storage)
     remember_task(lm, 0, TEXT_A)
-    _adapt(lm)
+    if storage == "snapshot":  # one trained file is enough
+        _adapt(lm)
     path = str(tmp_path / "lm.keras")
     lm.save(path)
     loaded = keras.saving.load_model(path)
@@ -321,8 +322,9 @@ def test_a_mask_that_is_not_zero_one_is_refused():
 
 
 def test_a_mask_that_does_not_match_the_output_positions_is_refused():
-    inputs = {"tokens": keras.Input((6,), dtype="int32"),
-              "padding_mask": keras.Input((5,), dtype="int32")}
+    inputs = {"tokens": keras.Input((6,), dtype="int32", name="tokens"),
+              "padding_mask": keras.Input((5,), dtype="int32",
+                                          name="padding_mask")}
     hidden = keras.layers.Embedding(20, 4)(inputs["tokens"])
     model = keras.Model(inputs, keras.layers.Dense(9)(hidden))
     model.compile(optimizer=keras_fip.FIPOptimizer(

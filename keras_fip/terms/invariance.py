@@ -106,7 +106,11 @@ class Invariance(MemoryTerm):
         if self.mask_key is None or not isinstance(structure, dict) or \
                 self.mask_key not in structure:
             return None
-        return tuple(spec["inputs"][structure[self.mask_key]]["shape"])
+        # The structure's leaves are not reliable positions on every
+        # backend's tree implementation: pack positions as the memory does.
+        positions = keras.tree.pack_sequence_as(
+            structure, list(range(len(spec["inputs"]))))
+        return tuple(spec["inputs"][positions[self.mask_key]]["shape"])
 
     def _mask(self, inputs, per_position):
         if self.mask_key is None or not isinstance(inputs, dict) or \
