@@ -1,5 +1,6 @@
 """The runnable examples in the public docstrings run as written."""
 
+import os
 import re
 import textwrap
 
@@ -7,10 +8,13 @@ import pytest
 
 import keras_fip
 from keras_fip import baselines
+from keras_fip import anchor_storage
 from keras_fip import continual_metrics
 from keras_fip import distances
 from keras_fip import memory_selection
 from keras_fip import sparsity
+from keras_fip import language
+from keras_fip.datasets import wordnet
 from keras_fip.sparsity import schedules
 
 EXAMPLES = {
@@ -21,6 +25,13 @@ EXAMPLES = {
        for name in keras_fip.terms.__all__ if name != "MemoryTerm"
        and name != "DirectionTerm"},
     "Memory": keras_fip.Memory,
+    "anchor_storage": anchor_storage,
+    # generate_samples's example makes the calls of test_language's
+    # generation test; compiling generation once more costs JAX ~5 s.
+    "language": language,
+    "train_byte_bpe_tokenizer": language.train_byte_bpe_tokenizer,
+    "small_gpt2_causal_lm": language.small_gpt2_causal_lm,
+    "token_metrics": language.token_metrics,
     "EvalSets": keras_fip.evaluation.EvalSets,
     "evaluate_stream": keras_fip.evaluate_stream,
     "PathRecorder": keras_fip.callbacks.PathRecorder,
@@ -34,6 +45,11 @@ EXAMPLES = {
     "sparsity.SparseTarget": sparsity.SparseTarget,
     **{name: getattr(baselines, name) for name in baselines.__all__},
 }
+
+if os.path.exists(wordnet.WORDNET_NOUNS):  # Debian's wordnet-base
+    EXAMPLES.update(
+        read_part_of_speech_glosses=wordnet.read_part_of_speech_glosses,
+        gloss_domains=wordnet.gloss_domains)
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))

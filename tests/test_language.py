@@ -3,8 +3,6 @@ WordNet gloss domains it is trained on."""
 
 import collections
 import os
-import re
-import textwrap
 
 import numpy as np
 import pytest
@@ -342,26 +340,3 @@ def test_bad_wordnet_input(tmp_path):
 def test_too_few_glosses():
     with pytest.raises(ValueError, match="distinct adv glosses"):
         keras_fip.datasets.gloss_domains(("adv",), train=4000)
-
-
-# --- the docstring examples -------------------------------------------------
-
-# generate_samples's example makes the calls of
-# test_generate_samples_are_greedy_and_start_with_the_prompt on a model of
-# its own; compiling generation for one more model costs JAX ~5 s.
-EXAMPLES = {
-    "language": language,
-    "train_byte_bpe_tokenizer": language.train_byte_bpe_tokenizer,
-    "small_gpt2_causal_lm": language.small_gpt2_causal_lm,
-    "token_metrics": language.token_metrics,
-    "read_part_of_speech_glosses": wordnet.read_part_of_speech_glosses,
-    "gloss_domains": wordnet.gloss_domains,
-}
-
-
-@pytest.mark.parametrize("name", sorted(EXAMPLES))
-def test_docstring_example_runs(name):
-    blocks = re.findall(r"```python\n(.*?)```", EXAMPLES[name].__doc__, re.S)
-    assert blocks, f"{name} has no example"
-    code = "\n".join(textwrap.dedent(block) for block in blocks)
-    exec(compile(code, f"<{name} docstring>", "exec"), {})
