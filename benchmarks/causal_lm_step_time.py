@@ -27,21 +27,20 @@ backend compiles it); the column "floor, measured forward" puts that
 measured share of a step in place of the 1/3.
 
 Each measurement runs in a fresh child process (so peak memory is its
-own), pinned to `--cores` CPU cores (default one: the floors count work,
-and on a machine shared with other jobs a second core is sometimes free
-and sometimes not, which made unpinned wall times swing by 2×; `--cores 0`
-leaves the children on every core); the children take the methods in
-turn, round after round (`--rounds`), and the fastest round is kept per
-method. Step time is the
+own), on every CPU core by default or pinned to `--cores` cores (`--cores
+1` steadies the wall times on a machine shared with other jobs, where a
+second core is sometimes free and sometimes not, but TensorFlow's runtime
+then idles between steps and JAX's two threads time-share the core); the
+children take the methods in turn, round after round (`--rounds`), and
+the fastest round is kept per method. Step time is the
 median over `--repeats` timed epochs of `--steps` steps, after a warm-up
 epoch (compilation excluded), in one `fit`; the memory's per-epoch
 reshuffle and the task's end are outside the timed epochs. Both the wall
 time and the process's CPU time (all its threads) per step are reported:
-the wall time is what a user waits, the CPU time the work done; on one
-core they differ by the time other jobs took the core, and unpinned the
-CPU time exceeds the wall time where the backend runs independent parts of
-a step in parallel. The text
-is tokenized once with the model's preprocessor and `keras.Model.fit`
+the wall time is what a user waits, the CPU time the work done, which
+exceeds the wall time where the backend runs independent parts of a step
+in parallel (on one core the two differ by the time the process waited).
+The text is tokenized once with the model's preprocessor and `keras.Model.fit`
 trains on the arrays (no per-epoch tokenization in `tf.data`, the same for
 every method).
 
@@ -108,7 +107,7 @@ METHODS = {
     "lora": ("lora", True, None),
     "fip-lora-snapshot": ("lora", True, "snapshot"),
 }
-# Texts the tokenizer learns from (old domain), per vocabulary size.
+# Old-domain texts the tokenizer learns from (at least the memory's).
 TOKENIZER_TEXTS = 4000
 
 
@@ -323,7 +322,7 @@ def main():
     parser.add_argument("--capacity", type=int, default=200)
     parser.add_argument("--top-k", type=int, default=32)
     parser.add_argument("--lora-rank", type=int, default=4)
-    parser.add_argument("--cores", type=int, default=1,
+    parser.add_argument("--cores", type=int, default=0,
                         help="CPU cores each child is pinned to (0: all)")
     parser.add_argument("--child", metavar="METHOD")
     parser.add_argument("--out", default="results")
