@@ -111,12 +111,8 @@ METHODS = {
 TOKENIZER_TEXTS = 4000
 
 
-def _rss_kb(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1])
-    return 0
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from step_time import _rss_kb  # noqa: E402  (VmRSS / VmHWM in kB)
 
 
 def _reset_peak():
