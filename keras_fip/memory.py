@@ -323,7 +323,11 @@ class Memory:
         labels = as_numpy(self.labels)[:n]
         tasks = as_numpy(self.task_ids)[:n]
         return inputs, labels, tasks, self._anchors_of(
-            [as_numpy(v)[:n] for v in self._anchor_variables])
+            self._stored_anchor_leaves())
+
+    def _stored_anchor_leaves(self):
+        """The per-sample anchor arrays of the stored samples (host)."""
+        return [as_numpy(v)[: self.size] for v in self._anchor_variables]
 
     def _anchors_of(self, leaves):
         """Anchor arrays (or tensors) in the form `stored()` returns."""
@@ -350,11 +354,12 @@ class Memory:
         self._require_built("add samples to")
         leaves = self._check_inputs(x)
         n = _num_samples(leaves)
-        stored_inputs, labels, tasks, _ = self.stored()
-        anchors = [as_numpy(v)[: self.size] for v in self._anchor_variables]
+        old_leaves = [as_numpy(v)[: self.size] for v in self._input_variables]
+        labels = as_numpy(self.labels)[: self.size]
+        tasks = as_numpy(self.task_ids)[: self.size]
+        anchors = self._stored_anchor_leaves()
         _check_padding_mask(x)
         flags = as_numpy(self.anchored)[: self.size]
-        old_leaves = _flatten(stored_inputs)[1]
         labelled_before = self.size > 0 and labels.min() >= 0
         if self.size > 0 and (y is None) == labelled_before:
             raise ValueError(
