@@ -14,7 +14,10 @@ from keras_fip import distances
 from keras_fip import memory_selection
 from keras_fip import sparsity
 from keras_fip import language
+from keras_fip.callbacks.weight_snapshots import WeightSnapshots
 from keras_fip.datasets import wordnet
+from keras_fip.ensembles import diversity as ensemble_diversity
+from keras_fip.ensembles import schedules as ensemble_schedules
 from keras_fip.sparsity import schedules
 
 EXAMPLES = {
@@ -35,6 +38,14 @@ EXAMPLES = {
     "EvalSets": keras_fip.evaluation.EvalSets,
     "evaluate_stream": keras_fip.evaluate_stream,
     "PathRecorder": keras_fip.callbacks.PathRecorder,
+    "WeightSnapshots": WeightSnapshots,
+    "ensembles.schedules": ensemble_schedules,
+    "FGESchedule": ensemble_schedules.FGESchedule,
+    "SnapshotSchedule": ensemble_schedules.SnapshotSchedule,
+    "ensembles.diversity": ensemble_diversity,
+    **{f"ensembles.{name}": getattr(ensemble_diversity, name)
+       for name in ("member_outputs", "pairwise_disagreement", "coherence",
+                    "linear_cka", "layerwise_diversity")},
     "geometry": keras_fip.geometry,
     "TaskStream.holdout": keras_fip.datasets.TaskStream.holdout,
     "TaskStream.map_inputs": keras_fip.datasets.TaskStream.map_inputs,

@@ -3,6 +3,7 @@
 from keras_fip.datasets.digits import permuted_digits
 from keras_fip.datasets.digits import split_digits
 from keras_fip.datasets.task_stream import Task
+from keras_fip.datasets.keras_datasets import load_cifar10
 from keras_fip.datasets.keras_datasets import split_cifar100
 from keras_fip.datasets.keras_datasets import split_fashion_mnist
 from keras_fip.datasets.keras_datasets import split_mnist
@@ -16,6 +17,7 @@ __all__ = [
     "Task",
     "TaskStream",
     "gloss_domains",
+    "load_cifar10",
     "permuted_digits",
     "read_part_of_speech_glosses",
     "split_cifar100",

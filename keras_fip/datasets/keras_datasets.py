@@ -1,4 +1,5 @@
-"""Split-MNIST, Split-Fashion-MNIST and Split-CIFAR-100 from Keras's cache.
+"""Split-MNIST, Split-Fashion-MNIST and Split-CIFAR-100 (and CIFAR-10) from
+Keras's cache.
 
 `keras.datasets.*.load_data()` downloads the data once into
 `$KERAS_HOME/datasets` (default `~/.keras/datasets`) and checks a hash. These
@@ -10,6 +11,10 @@ downloads. Layouts read (as Keras 3 writes them):
 - Fashion-MNIST: `datasets/fashion-mnist/{train,t10k}-{labels-idx1,images-idx3}-ubyte.gz`
 - CIFAR-100: `datasets/cifar-100-python-target/cifar-100-python/{train,test}`
   (pickled dicts with `data` and `fine_labels`)
+- CIFAR-10: `datasets/cifar-10-batches-py-target/cifar-10-batches-py/`
+  (Keras 3; or the older `datasets/cifar-10-batches-py/`) with
+  `data_batch_1` ... `data_batch_5` and `test_batch` (pickled dicts with
+  `data` and `labels`)
 """
 
 import gzip
@@ -73,13 +78,13 @@ def load_fashion_mnist():
     return x, y, xt, yt
 
 
-def _cifar_batch(path):
+def _cifar_batch(path, labels="fine_labels"):
     with open(path, "rb") as f:
         batch = pickle.load(f, encoding="bytes")
     batch = {k.decode() if isinstance(k, bytes) else k: v
              for k, v in batch.items()}
     images = np.asarray(batch["data"], np.uint8).reshape(-1, 3, 32, 32)
-    return images.transpose(0, 2, 3, 1), np.asarray(batch["fine_labels"])
+    return images.transpose(0, 2, 3, 1), np.asarray(batch[labels])
 
 
 def load_cifar100():
@@ -92,6 +97,37 @@ def load_cifar100():
         return x, y.reshape(-1), xt, yt.reshape(-1)
     x, y = _cifar_batch(os.path.join(folder, "train"))
     xt, yt = _cifar_batch(os.path.join(folder, "test"))
+    return x, y, xt, yt
+
+
+CIFAR10_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+
+
+def _cifar10_folder():
+    """The first cache folder holding every CIFAR-10 batch, or `None`."""
+    root = keras_datasets_dir()
+    for folder in (
+            os.path.join(root, "cifar-10-batches-py-target",
+                         "cifar-10-batches-py"),
+            os.path.join(root, "cifar-10-batches-py")):
+        if all(os.path.exists(os.path.join(folder, n))
+               for n in (*CIFAR10_BATCHES, "test_batch")):
+            return folder
+    return None
+
+
+def load_cifar10():
+    """`(x_train, y_train, x_test, y_test)` of CIFAR-10: uint8 images
+    (N, 32, 32, 3) and labels (N,) in 0..9."""
+    folder = _cifar10_folder()
+    if folder is None:
+        (x, y), (xt, yt) = _download("cifar10")
+        return x, y.reshape(-1), xt, yt.reshape(-1)
+    batches = [_cifar_batch(os.path.join(folder, n), "labels")
+               for n in CIFAR10_BATCHES]
+    x = np.concatenate([images for images, _ in batches])
+    y = np.concatenate([labels for _, labels in batches])
+    xt, yt = _cifar_batch(os.path.join(folder, "test_batch"), "labels")
     return x, y, xt, yt
 
 
