@@ -17,8 +17,8 @@ import sys
 
 from keras_fip.version import __version__
 
-_MODULES = ("anchor_storage", "baselines", "callbacks", "continual_metrics",
-            "datasets",
+_MODULES = ("anchor_storage", "attacks", "baselines", "callbacks",
+            "continual_metrics", "datasets", "ensembles",
             "distances", "evaluation", "geometry", "hub", "language", "saving",
             "sparsity", "terms", "weight_space")
 _NAMES = {

@@ -92,21 +92,51 @@ class Step:
             variable, in the order of `variables` and in their dtypes
             (zeros for variables the model's outputs do not use).
         """
-        model, order, state = self._model_view()
+        model, _, state = self._model_view()
         inputs, anchors, labels = self.memory_batch()
         if anchors is None:
             anchors = self._snapshot_outputs(model, state, inputs)
         extra = {"inputs": inputs} if with_inputs else {}
+        return self.outputs_gradient(
+            inputs, lambda outputs: loss_fn(outputs, anchors, labels,
+                                            **extra))
+
+    def outputs_gradient(self, inputs, loss_fn):
+        """`(loss, grads)` of `loss_fn(outputs)`, the model's outputs on
+        `inputs` (inference mode) at the step's weights `values`.
+
+        Returns:
+            The loss (float32) and its gradient with respect to every
+            variable, in the order of `variables` and in their dtypes
+            (zeros for variables the model's outputs do not use).
+        """
+        model, order, state = self._model_view()
 
         def loss(model_values):
             outputs, _ = model.stateless_call(
                 model_values, state, inputs, training=False)
-            return loss_fn(outputs, anchors, labels, **extra)
+            return loss_fn(outputs)
 
         value, model_grads = fip_backend.value_and_grad(
             loss, [self.values[i] for i in order])
         return ops.cast(value, "float32"), self._from_model(order,
                                                             model_grads)
+
+    def outputs_at(self, weights, inputs):
+        """f(inputs; weights) in inference mode, at other weights.
+
+        Differentiable in `inputs` (an attack on those weights); wrap it in
+        `keras.ops.stop_gradient` to use it as a constant anchor.
+
+        Args:
+            weights: one tensor per variable, in the order of `variables`
+                (e.g. a copy of the weights at the path's start).
+            inputs: the model's inputs.
+        """
+        model, order, state = self._model_view()
+        outputs, _ = model.stateless_call(
+            [weights[i] for i in order], state, inputs, training=False)
+        return outputs
 
     def metric_product(self, vector, metric="logit", reduction="sum"):
         """g·v for the metric of the outputs on this step's memory inputs.

@@ -10,7 +10,9 @@ forward-mode product (the metric-tensor products of `keras_fip.geometry`).
 `fn` of a list of tensors returning a scalar; `grads` is a list of dense
 tensors shaped like `values` (zeros where `fn` does not depend on a value).
 It is called inside compiled train steps (XLA, `jax.jit`) and under the
-`torch.no_grad()` Keras applies gradients in. `to_dense(g)` turns
+`torch.no_grad()` Keras applies gradients in. `compile_function(fn)`
+compiles a function of tensors the way the backend compiles a train step
+(`jax.jit`, `tf.function`; torch runs eagerly). `to_dense(g)` turns
 TensorFlow's IndexedSlices (embedding gradients) into dense tensors.
 `replicas_in_sync()` is the number of `tf.distribute` replicas that each
 compute their own step (1 on JAX and torch, and without a strategy),
@@ -27,6 +29,7 @@ if _BACKEND == "jax":
     from keras_fip.backend.common import all_reduce_sum
     from keras_fip.backend.common import replicas_in_sync
     from keras_fip.backend.common import to_numpy
+    from keras_fip.backend.jax import compile_function
     from keras_fip.backend.jax import jvp
     from keras_fip.backend.jax import to_dense
     from keras_fip.backend.jax import value_and_grad
@@ -35,6 +38,7 @@ elif _BACKEND == "tensorflow":
     from keras_fip.backend.tensorflow import all_reduce_sum
     from keras_fip.backend.tensorflow import replicas_in_sync
     from keras_fip.backend.common import to_numpy
+    from keras_fip.backend.tensorflow import compile_function
     from keras_fip.backend.tensorflow import jvp
     from keras_fip.backend.tensorflow import to_dense
     from keras_fip.backend.tensorflow import value_and_grad
@@ -42,6 +46,7 @@ elif _BACKEND == "tensorflow":
 elif _BACKEND == "torch":
     from keras_fip.backend.common import all_reduce_sum
     from keras_fip.backend.common import replicas_in_sync
+    from keras_fip.backend.torch import compile_function
     from keras_fip.backend.torch import jvp
     from keras_fip.backend.torch import to_dense
     from keras_fip.backend.torch import to_numpy
@@ -56,6 +61,7 @@ else:
 
 __all__ = [
     "all_reduce_sum",
+    "compile_function",
     "jvp",
     "replicas_in_sync",
     "to_dense",

@@ -18,3 +18,8 @@ def to_dense(x):
 def jvp(fn, values, tangents):
     """`(fn(values), J tangents)`: a forward-mode product (`jax.jvp`)."""
     return jax.jvp(lambda *v: fn(list(v)), tuple(values), tuple(tangents))
+
+
+def compile_function(fn):
+    """`fn` compiled with `jax.jit` (arguments are arrays or lists of them)."""
+    return jax.jit(fn)

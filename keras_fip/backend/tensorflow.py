@@ -55,3 +55,8 @@ def jvp(fn, values, tangents):
         out = fn(values)
     tangent = acc.jvp(out, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return out, tangent
+
+
+def compile_function(fn):
+    """`fn` as a `tf.function` (traced once per input signature)."""
+    return tf.function(fn, reduce_retracing=True)

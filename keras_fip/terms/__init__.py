@@ -7,6 +7,9 @@ own by subclassing `DirectionTerm`.
 """
 
 from keras_fip.terms.base import DirectionTerm
+from keras_fip.terms.diversity import AdversarialOutputDiversity
+from keras_fip.terms.diversity import AwayFromStart
+from keras_fip.terms.diversity import PathStartTerm
 from keras_fip.terms.invariance import Invariance
 from keras_fip.terms.memory_term import MemoryTerm
 from keras_fip.terms.metric_solve import MetricSolve
@@ -15,10 +18,13 @@ from keras_fip.terms.step_norm import StepNorm
 from keras_fip.terms.toward import TowardWeights
 
 __all__ = [
+    "AdversarialOutputDiversity",
+    "AwayFromStart",
     "DirectionTerm",
     "Invariance",
     "MemoryTerm",
     "MetricSolve",
+    "PathStartTerm",
     "ScaleGradient",
     "StepNorm",
     "TowardWeights",
