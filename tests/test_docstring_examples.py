@@ -25,8 +25,8 @@ EXAMPLES = {
     "ContinualOptimizer": keras_fip.ContinualOptimizer,
     "terms": keras_fip.terms.base,
     **{f"terms.{name}": getattr(keras_fip.terms, name)
-       for name in keras_fip.terms.__all__ if name != "MemoryTerm"
-       and name != "DirectionTerm"},
+       for name in keras_fip.terms.__all__
+       if name not in ("MemoryTerm", "DirectionTerm", "PathStartTerm")},
     "Memory": keras_fip.Memory,
     "anchor_storage": anchor_storage,
     # generate_samples's example makes the calls of test_language's
@@ -39,6 +39,8 @@ EXAMPLES = {
     "evaluate_stream": keras_fip.evaluate_stream,
     "PathRecorder": keras_fip.callbacks.PathRecorder,
     "WeightSnapshots": WeightSnapshots,
+    "attacks": keras_fip.attacks,
+    "PathEnsemble": keras_fip.ensembles.PathEnsemble,
     "ensembles.schedules": ensemble_schedules,
     "FGESchedule": ensemble_schedules.FGESchedule,
     "SnapshotSchedule": ensemble_schedules.SnapshotSchedule,

@@ -85,7 +85,7 @@ class PathEnsemble(keras.Model):
     and `keras.saving.load_model` treat the ensemble as one model on every
     backend. Build one from models, or from weight copies recorded along a
     path with `from_weights` (`WeightSnapshots.snapshots`, or the flat
-    vectors of `PathRecorder(keep_weights=True)`).
+    vectors of `PathRecorder(keep_weights=True).weights`).
 
     Args:
         members: a list of built Keras models of one architecture.
@@ -140,11 +140,6 @@ class PathEnsemble(keras.Model):
             outputs = [ops.softmax(o, axis=-1) for o in outputs]
         return ops.mean(ops.stack(outputs, axis=0), axis=0)
 
-    def member_outputs(self, x, batch_size=256):
-        """Each member's outputs on x, a NumPy array (M, N, ...)."""
-        return np.stack([m.predict(x, batch_size=batch_size, verbose=0)
-                         for m in self.members])
-
     @classmethod
     def from_weights(cls, model, weights, average="probabilities",
                      from_logits=True, **kwargs):
@@ -155,8 +150,9 @@ class PathEnsemble(keras.Model):
                 functional model; `keras.models.clone_model` copies it).
             weights: a list with one entry per member, each either a list
                 of arrays as `model.get_weights()` returns them, or a flat
-                vector of the trainable weights (a `PathRecorder` record's
-                `"weights"`; the non-trainable ones are taken from `model`).
+                vector of the trainable weights (an entry of
+                `PathRecorder(keep_weights=True).weights`; the non-trainable
+                ones are then taken from `model`).
             average, from_logits, **kwargs: as in the constructor.
         """
         weights = list(weights or [])
