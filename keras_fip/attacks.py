@@ -69,6 +69,16 @@ def check_norm(norm):
     raise ValueError(f"`norm` must be 'inf' (L∞) or 2 (L2); got {norm!r}.")
 
 
+def check_clip(clip):
+    """`None` or a valid input range `(low, high)`, low < high, as floats."""
+    if clip is None:
+        return None
+    if len(clip) != 2 or not float(clip[0]) < float(clip[1]):
+        raise ValueError(f"`clip` must be (low, high) with low < high, or "
+                         f"None; got {clip!r}.")
+    return (float(clip[0]), float(clip[1]))
+
+
 def cross_entropy(outputs, labels, from_logits=True):
     """Σᵢ −log p(yᵢ | xᵢ): the summed cross-entropy a batch's attack raises.
 
@@ -186,16 +196,13 @@ def _check_inputs(model, x, y, clip, batch_size):
     if not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"The labels y must be integers (class indices); "
                          f"got dtype {y.dtype}.")
-    if clip is not None:
-        if len(clip) != 2 or not float(clip[0]) < float(clip[1]):
-            raise ValueError(f"`clip` must be (low, high) with low < high, "
-                             f"or None; got {clip!r}.")
-        if x.size and (x.min() < clip[0] or x.max() > clip[1]):
-            raise ValueError(
-                f"The inputs lie in [{x.min():.4g}, {x.max():.4g}], outside "
-                f"the valid range clip={tuple(clip)}: scale them into it or "
-                "pass the range they live in (clip=None for none).")
-        clip = (float(clip[0]), float(clip[1]))
+    clip = check_clip(clip)
+    if clip is not None and x.size and (x.min() < clip[0] or
+                                        x.max() > clip[1]):
+        raise ValueError(
+            f"The inputs lie in [{x.min():.4g}, {x.max():.4g}], outside "
+            f"the valid range clip={clip}: scale them into it or pass the "
+            "range they live in (clip=None for none).")
     check_positive_int("batch_size", batch_size)
     return x, y.astype("int32"), clip
 

@@ -207,12 +207,7 @@ class AdversarialOutputDiversity(PathStartTerm):
         self.norm = attacks.check_norm(norm)
         distances.get(distance)
         self.distance_name = distance
-        if clip is not None:
-            if len(clip) != 2 or not float(clip[0]) < float(clip[1]):
-                raise ValueError(f"`clip` must be (low, high) with low < "
-                                 f"high, or None; got {clip!r}.")
-            clip = (float(clip[0]), float(clip[1]))
-        self.clip = clip
+        self.clip = attacks.check_clip(clip)
         self.from_logits = bool(from_logits)
 
     def build(self, optimizer, variables):
