@@ -12,10 +12,12 @@ member are trained alike (Adam 1e-3, batch 32, `--epochs` epochs).
 Methods:
 
 - `deep`: M networks trained independently from M other seeds;
-- `fge`: fast geometric ensembling from N1 — SGD (momentum 0.9) with
+- `fge`: fast geometric ensembling from N1 — SGD (momentum 0.9, weight
+  decay `--weight-decay` as in Garipov et al.) with
   `FGESchedule(high, high/100, cycle)`, a member at each cycle's low point;
-- `snapshot`: snapshot ensembles from scratch — SGD (momentum 0.9) with
-  `SnapshotSchedule(high, cycle)`, a member at each cycle's end;
+- `snapshot`: snapshot ensembles from scratch — SGD (momentum 0.9, the
+  same weight decay) with `SnapshotSchedule(high, cycle)`, a member at each
+  cycle's end;
 - `fip-away`: FIP from N1 with `AwayFromStart(λ)` (maximise ‖w − w_N1‖);
 - `fip-adv`: FIP from N1 with `AdversarialOutputDiversity(λ, ε_div)` (on
   N1's own FGSM inputs, answer what N1 answers on the clean ones).
@@ -43,7 +45,8 @@ training data and reports the test split.
     python benchmarks/robust_ensembles.py --eval validation --seeds 0 \\
         --methods fip-away --knob fip-away=0.3,1,3
 
-Writes `<out>/robust_ensembles_<eval>_<backend>.json` and `.md`.
+Writes `<out>/robust_ensembles_<eval>_<backend>.json`, `.md` and `.png`
+(accuracy against ε per threat model, coherence histograms).
 """
 
 import argparse
@@ -83,8 +86,14 @@ def parse_args(argv=None):
     parser.add_argument("--snapshot-cycle-epochs", type=int, default=8)
     parser.add_argument("--step-norm", type=float, default=0.01, help="ε_s")
     parser.add_argument("--beta", type=float, default=1.0)
+    parser.add_argument("--weight-decay", type=float, default=5e-4,
+                        help="decoupled weight decay of FGE's and the "
+                             "snapshot ensemble's SGD")
     parser.add_argument("--diversity-epsilon", type=float, default=0.1,
                         help="ε of fip-adv's FGSM inputs")
+    parser.add_argument("--diversity-objective", default="clean_label",
+                        choices=list(keras_fip.terms.diversity.OBJECTIVES),
+                        help="fip-adv's objective on N1's FGSM inputs")
     parser.add_argument("--epsilons", type=float, nargs="+",
                         default=[0.05, 0.1, 0.2, 0.3])
     parser.add_argument("--knob", action="append", default=[],
@@ -95,6 +104,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.members < 2:
         parser.error("--members must be >= 2")
+    if args.weight_decay < 0:
+        parser.error("--weight-decay must be >= 0")
     if min(args.epochs, args.path_epochs, args.snapshot_cycle_epochs) < 1:
         parser.error("epoch counts must be >= 1")
     if not all(0 < e <= 1 for e in args.epsilons):
@@ -155,6 +166,11 @@ def collect(model, x, y, epochs, at_steps, seed):
     return snapshots.snapshots
 
 
+def cyclic_sgd(schedule, args):
+    return keras.optimizers.SGD(schedule, momentum=0.9,
+                                weight_decay=args.weight_decay or None)
+
+
 def build(method, knob, n1, data, seed, args):
     """`(members' weights, train steps)` of one ensemble."""
     x, y = data[0], data[1]
@@ -169,7 +185,7 @@ def build(method, knob, n1, data, seed, args):
         schedule = ensembles.SnapshotSchedule(knob, cycle)
         keras.utils.set_random_seed(seed + 500)
         model = models.cnn()
-        model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9),
+        model.compile(optimizer=cyclic_sgd(schedule, args),
                       loss=loss())
         epochs = m * args.snapshot_cycle_epochs
         return (collect(model, x, y, epochs, schedule.member_steps(m), seed),
@@ -179,7 +195,7 @@ def build(method, knob, n1, data, seed, args):
     if method == "fge":
         cycle = 2 * max(1, total // (2 * m))
         schedule = ensembles.FGESchedule(knob, knob / 100, cycle)
-        model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9),
+        model.compile(optimizer=cyclic_sgd(schedule, args),
                       loss=loss())
         epochs = int(np.ceil(m * cycle / per_epoch))
         return (collect(model, x, y, epochs, schedule.member_steps(m), seed),
@@ -188,7 +204,8 @@ def build(method, knob, n1, data, seed, args):
         term = keras_fip.terms.AwayFromStart(knob, seed=seed)
     else:
         term = keras_fip.terms.AdversarialOutputDiversity(
-            knob, epsilon=args.diversity_epsilon)
+            knob, epsilon=args.diversity_epsilon,
+            objective=args.diversity_objective)
     model.compile(optimizer=keras_fip.FIPOptimizer(
         keras.optimizers.SGD(1.0), memory=keras_fip.Memory(len(y), seed=seed),
         memory_batch_size=64, beta=args.beta, step_norm=args.step_norm,
@@ -218,8 +235,10 @@ def assess(ensemble, members, adversarial, xt, yt, args):
     result["disagreement_clean"] = ensembles.pairwise_disagreement(
         ensembles.member_outputs(members, xt))
     result["coherence_mean"] = float(np.mean(coherence))
+    # Coherence takes the values k/M: one bin centred on each.
+    half = 0.5 / len(members)
     result["coherence_histogram"] = np.histogram(
-        coherence, bins=len(members), range=(0, 1))[0].tolist()
+        coherence, bins=len(members), range=(half, 1 + half))[0].tolist()
     result["layer_diversity"] = {
         k: float(v) for k, v in
         ensembles.layerwise_diversity(members, xt).items()}
@@ -272,13 +291,15 @@ def assess_single(single, n1, adversarial, xt, yt, args):
 
 
 def summarise(per_seed):
-    """mean and spread (max − min) / 2 over seeds of every number."""
+    """mean and spread (max − min) / 2 over seeds of every number; histogram
+    counts are summed over seeds."""
     def merge(values):
         first = values[0]
         if isinstance(first, dict):
             return {k: merge([v[k] for v in values]) for k in first}
-        if isinstance(first, list) or isinstance(first, bool) or \
-                first is None:
+        if isinstance(first, list):  # histogram counts: total over seeds
+            return np.sum(values, axis=0).tolist()
+        if isinstance(first, bool) or first is None:
             return first
         values = np.asarray(values, dtype="float64")
         return {"mean": float(values.mean()),
@@ -322,6 +343,39 @@ def table(summary, args):
     return "\n".join(lines)
 
 
+def plot(summary, args, path):
+    """Accuracy against ε per threat model, and the coherence histograms."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(THREATS) + 1, figsize=(17, 4))
+    for axis, threat in zip(axes, THREATS):
+        for name, row in summary.items():
+            means = [100 * row[threat][str(e)]["mean"] for e in args.epsilons]
+            spreads = [100 * row[threat][str(e)]["spread"]
+                       for e in args.epsilons]
+            axis.errorbar(args.epsilons, means, yerr=spreads, marker="o",
+                          capsize=3, label=name)
+        axis.set(title=threat, xlabel="ε (PGD L∞)", ylabel="accuracy %",
+                 ylim=(0, 100))
+    axes[0].legend(fontsize=7)
+    histogram = axes[-1]
+    for name, row in summary.items():
+        if "coherence_histogram" in row:
+            counts = np.asarray(row["coherence_histogram"], dtype=float)
+            centres = np.arange(1, len(counts) + 1) / len(counts)
+            histogram.plot(centres, counts / max(counts.sum(), 1),
+                           marker="o", label=name)
+    histogram.set(title="coherence on N1's ε≈0.1 inputs (all seeds)",
+                  xlabel="share of members voting with the majority",
+                  ylabel="share of inputs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def main(argv=None):
     args = parse_args(argv)
     begin = time.time()
@@ -338,6 +392,7 @@ def main(argv=None):
     text = table(summary, args)
     with open(stem + ".md", "w") as f:
         f.write(text + "\n")
+    plot(summary, args, stem + ".png")
     print(text)
     print(f"total {time.time() - begin:.0f} s")
 
