@@ -20,7 +20,11 @@ Methods:
   cycle's end;
 - `fip-away`: FIP from N1 with `AwayFromStart(λ)` (maximise ‖w − w_N1‖);
 - `fip-adv`: FIP from N1 with `AdversarialOutputDiversity(λ, ε_div)` (on
-  N1's own FGSM inputs, answer what N1 answers on the clean ones).
+  N1's own FGSM inputs, answer what N1 answers on the clean ones);
+- `adv-finetune` (an ablation of fip-adv): N1 fine-tuned with Adam on its
+  FGSM inputs (ε_div, true labels) beside the clean ones, for
+  `--path-epochs` epochs, members at even steps: the same adversarial data
+  without the invariance path.
 
 Both FIP walks: `FIPOptimizer(SGD(1.0), step_norm=ε_s, beta=β)` with a
 memory of every training input anchored at N1 (`remember_task`), the
@@ -64,13 +68,16 @@ from keras_fip import attacks  # noqa: E402
 from keras_fip import ensembles  # noqa: E402
 import models  # noqa: E402  (benchmarks/models.py)
 
-METHODS = ("deep", "fge", "snapshot", "fip-away", "fip-adv")
+METHODS = ("deep", "fge", "snapshot", "fip-away", "fip-adv", "adv-finetune")
+FROM_N1 = ("fge", "fip-away", "fip-adv", "adv-finetune")
 THREATS = ("transfer_n1", "transfer_independent", "whitebox")
 #: Each method's knob and its default, chosen on the validation split
 #: (seeds 0 and 1) by `benchmarks/robust_ensembles_select.py`.
-KNOBS = {"fge": 0.05, "snapshot": 0.05, "fip-away": 1.0, "fip-adv": 1.0}
+KNOBS = {"fge": 0.05, "snapshot": 0.05, "fip-away": 1.0, "fip-adv": 1.0,
+         "adv-finetune": 1e-3}
 KNOB_NAMES = {"fge": "high learning rate", "snapshot": "high learning rate",
-              "fip-away": "strength λ", "fip-adv": "strength λ"}
+              "fip-away": "strength λ", "fip-adv": "strength λ",
+              "adv-finetune": "learning rate"}
 BATCH = 32
 
 
@@ -201,6 +208,15 @@ def build(method, knob, n1, data, seed, args):
         epochs = int(np.ceil(m * cycle / per_epoch))
         return (collect(model, x, y, epochs, schedule.member_steps(m), seed),
                 epochs * per_epoch)
+    if method == "adv-finetune":
+        # fip-adv's data without the path: N1's FGSM inputs (ε_div) with
+        # their true labels beside the clean ones, plain Adam fine-tuning.
+        x_adv = attacks.fgsm(n1, x, y, args.diversity_epsilon)
+        model.compile(optimizer=keras.optimizers.Adam(knob), loss=loss())
+        both_x, both_y = np.concatenate([x, x_adv]), np.concatenate([y, y])
+        steps = args.path_epochs * steps_per_epoch(len(both_y))
+        return (collect(model, both_x, both_y, args.path_epochs,
+                        even_steps(steps, m), seed), steps)
     if method == "fip-away":
         term = keras_fip.terms.AwayFromStart(knob, seed=seed)
     else:
@@ -270,8 +286,7 @@ def run_seed(seed, args):
             row = assess(ensemble, ensemble.members, adversarial, xt, yt,
                          args)
             row["cost"] = {"seconds": seconds, "steps": steps,
-                           "from_n1": method in ("fge", "fip-away",
-                                                 "fip-adv")}
+                           "from_n1": method in FROM_N1}
             row["knob"] = knob
             rows[method if knob is None else f"{method}={knob:g}"] = row
             print(f"seed {seed} {method} {knob}: clean {row['clean']:.3f} "
