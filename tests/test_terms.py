@@ -167,3 +167,25 @@ def test_a_memory_term_without_a_memory_is_refused():
         loss=sparse_ce())
     with pytest.raises(ValueError, match="needs the optimizer to have"):
         model.fit(*toy_tasks()[0], epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("active", [True, False])
+def test_memory_cond_takes_the_branch_the_predicate_picks(active):
+    # On JAX's CPU platform both branches run and `where` selects: the
+    # values must still be exactly the chosen branch's, compiled or not.
+    from keras_fip import backend as fip_backend
+
+    first = [np.arange(6.0, dtype="float32").reshape(2, 3),
+             np.float32(2.0)]
+    second = [np.full((2, 3), np.nan, "float32"), np.float32(-1.0)]
+
+    def chosen(pred):
+        return fip_backend.memory_cond(
+            pred, lambda: [ops.convert_to_tensor(t) for t in first],
+            lambda: [ops.convert_to_tensor(t) for t in second])
+
+    expected = first if active else second
+    for fn in (chosen, fip_backend.compile_function(chosen)):
+        got = fn(ops.convert_to_tensor(active))
+        np.testing.assert_array_equal(as_numpy(got[0]), expected[0])
+        assert float(as_numpy(got[1])) == float(expected[1])

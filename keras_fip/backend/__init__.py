@@ -14,6 +14,10 @@ It is called inside compiled train steps (XLA, `jax.jit`) and under the
 compiles a function of tensors the way the backend compiles a train step
 (`jax.jit`, `tf.function`; torch runs eagerly). `to_dense(g)` turns
 TensorFlow's IndexedSlices (embedding gradients) into dense tensors.
+`memory_cond(pred, true_fn, false_fn)` is the branch the memory terms take
+on whether the memory is active: `keras.ops.cond`, except on JAX's CPU
+platform, where both branches run and `where` selects (XLA:CPU emits a
+convolution's weight gradient inside a conditional as a slow loop).
 `replicas_in_sync()` is the number of `tf.distribute` replicas that each
 compute their own step (1 on JAX and torch, and without a strategy),
 `all_reduce_sum(tensors)` sums tensors over them, and `variable_scope(model)`
@@ -31,6 +35,7 @@ if _BACKEND == "jax":
     from keras_fip.backend.common import to_numpy
     from keras_fip.backend.jax import compile_function
     from keras_fip.backend.jax import jvp
+    from keras_fip.backend.jax import memory_cond
     from keras_fip.backend.jax import to_dense
     from keras_fip.backend.jax import value_and_grad
     from keras_fip.backend.common import variable_scope
@@ -40,6 +45,7 @@ elif _BACKEND == "tensorflow":
     from keras_fip.backend.common import to_numpy
     from keras_fip.backend.tensorflow import compile_function
     from keras_fip.backend.tensorflow import jvp
+    from keras_fip.backend.common import memory_cond
     from keras_fip.backend.tensorflow import to_dense
     from keras_fip.backend.tensorflow import value_and_grad
     from keras_fip.backend.tensorflow import variable_scope
@@ -48,6 +54,7 @@ elif _BACKEND == "torch":
     from keras_fip.backend.common import replicas_in_sync
     from keras_fip.backend.torch import compile_function
     from keras_fip.backend.torch import jvp
+    from keras_fip.backend.common import memory_cond
     from keras_fip.backend.torch import to_dense
     from keras_fip.backend.torch import to_numpy
     from keras_fip.backend.torch import value_and_grad
@@ -63,6 +70,7 @@ __all__ = [
     "all_reduce_sum",
     "compile_function",
     "jvp",
+    "memory_cond",
     "replicas_in_sync",
     "to_dense",
     "to_numpy",

@@ -28,3 +28,10 @@ def to_numpy(x):
     from keras import ops
 
     return ops.convert_to_numpy(x)
+
+
+def memory_cond(pred, true_fn, false_fn):
+    """`keras.ops.cond`: only the branch `pred` picks runs."""
+    from keras import ops
+
+    return ops.cond(pred, true_fn, false_fn)

@@ -1,6 +1,7 @@
 """Gradients for the JAX backend."""
 
 import jax
+import jax.numpy as jnp
 
 
 def value_and_grad(fn, values):
@@ -23,3 +24,21 @@ def jvp(fn, values, tangents):
 def compile_function(fn):
     """`fn` compiled with `jax.jit` (arguments are arrays or lists of them)."""
     return jax.jit(fn)
+
+
+def memory_cond(pred, true_fn, false_fn):
+    """`true_fn()` where `pred` else `false_fn()`, for the memory branches.
+
+    On XLA:CPU the weight gradient of a convolution inside `lax.cond` is
+    emitted as a plain loop: for the digits CNN at a memory batch of 64 it
+    took 61 ms against 8 ms outside a conditional, and it made the whole
+    FIP step 5-10x slower than on TensorFlow. There both branches run and
+    `jnp.where` picks one (the same values; the first task, whose memory
+    is empty, pays one unused memory pass). Other platforms keep
+    `lax.cond`, which skips the work.
+    """
+    if jax.default_backend() != "cpu":
+        return jax.lax.cond(pred, true_fn, false_fn)
+    taken, other = true_fn(), false_fn()
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b),
+                                  taken, other)

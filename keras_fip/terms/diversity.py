@@ -28,6 +28,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_fip import backend as fip_backend
 from keras_fip import attacks
 from keras_fip import distances
 from keras_fip.arrays import as_numpy
@@ -268,7 +269,7 @@ class AdversarialOutputDiversity(PathStartTerm):
             return [d + ops.cast(self.strength, d.dtype) * g
                     for d, g in zip(direction, grads)]
 
-        return ops.cond(step.memory_active, diversify,
+        return fip_backend.memory_cond(step.memory_active, diversify,
                         lambda: list(direction))
 
     def get_config(self):

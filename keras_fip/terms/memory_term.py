@@ -13,12 +13,15 @@ train step stay as they are) and combines that gradient with the direction:
 | A-GEM (`GradientProjectionTerm`) | cross-entropy on stored labels | d projected off −∇CE_mem |
 | LwF (`DistillationTerm`) | distillation to the old model | d + α ∇KD |
 
-While the memory is empty or not anchored the term does nothing (an
-`ops.cond` inside the compiled step, so the first task and later ones
-share one trace) and reports itself inactive.
+While the memory is empty or not anchored the term does nothing (a
+conditional inside the compiled step, `keras_fip.backend.memory_cond`, so
+the first task and later ones share one trace) and reports itself
+inactive.
 """
 
 from keras import ops
+
+from keras_fip import backend as fip_backend
 
 from keras_fip.terms.base import DirectionTerm
 
@@ -94,6 +97,6 @@ class MemoryTerm(DirectionTerm):
         def skip():
             return ops.zeros((), "float32"), list(direction)
 
-        loss, direction = ops.cond(step.memory_active, replay, skip)
+        loss, direction = fip_backend.memory_cond(step.memory_active, replay, skip)
         self.last_loss.assign(loss)
         return direction

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_fip import backend as fip_backend
 from keras_fip.arrays import as_numpy
 from keras_fip.checks import check_number
 from keras_fip.geometry import METRICS
@@ -154,7 +155,7 @@ class MetricSolve(DirectionTerm):
         def skip():
             return ops.zeros((), "float32"), list(direction)
 
-        residual, direction = ops.cond(step.memory_active, solved, skip)
+        residual, direction = fip_backend.memory_cond(step.memory_active, solved, skip)
         self.last_residual.assign(residual)
         if self._previous is not None:
             for i, s in zip(step.indices, direction):
