@@ -39,6 +39,9 @@ CONFIGS = {
     # name: (input dim, hidden widths, classes, batch, memory batch)
     "digits-mlp": (64, (256, 256), 10, 32, 32),
     "wide-mlp": (784, (1024, 1024), 100, 256, 64),
+    # The digits CNN of the robust-ensembles study (`models.cnn()`, two
+    # convolutions): the convolutions' weight gradients in the memory pass.
+    "digits-cnn": (64, None, 10, 32, 64),
     # The offline MiniLM-L6-H384 BERT classifier (22.7M parameters) on
     # token ids of length 32: (sequence length, None, classes, batch,
     # memory batch).
@@ -92,6 +95,9 @@ def child(method, config, steps, repeats, iterations):
     y = rng.integers(0, classes, batch * steps)
     if config == "minilm":
         model, x = _minilm(features, classes, batch * steps, rng)
+    elif config == "digits-cnn":
+        model = models.cnn()
+        x = rng.random((batch * steps, features)).astype("float32")
     else:
         model = models.mlp(features, hidden, classes)
         x = rng.random((batch * steps, features)).astype("float32")
