@@ -162,11 +162,16 @@ def pgd_inputs(predict, x, labels, epsilon, step_size, steps, start,
     """PGD from x + Π_B(start) for a batch (tensors; see the module).
 
     Args:
-        predict, x, labels, epsilon, norm, clip, from_logits: as in
-            `fgsm_inputs`.
+        predict: a function of the input tensor returning the outputs.
+        x: (N, ...) float inputs.
+        labels: (N,) integer labels.
+        epsilon: ε, a float or scalar tensor.
         step_size: α, a float or scalar tensor.
         steps: the number of steps (a Python int).
         start: the initial perturbation δ₀ (zeros for no random start).
+        norm: `"inf"` or `2`.
+        clip: `(low, high)` of the valid input range, or `None`.
+        from_logits: whether `predict` returns logits.
     """
     def body(_, x_adv):
         _, grad = input_gradient(predict, x_adv, labels, from_logits)
@@ -289,13 +294,21 @@ def pgd(model, x, y, epsilon, norm="inf", steps=10, step_size=None,
     """Projected gradient descent (ascent on the loss) in the ε-ball.
 
     Args:
-        model, x, y, epsilon, norm, clip, from_logits, batch_size: as in
-            `fgsm`.
+        model: a built Keras model (a `PathEnsemble` for a white-box attack
+            on the averaged prediction).
+        x: (N, ...) inputs, NumPy or a tensor, inside `clip`.
+        y: (N,) integer labels (the true ones).
+        epsilon: ε ≥ 0, the budget in the norm's units.
+        norm: `"inf"` (default; sign steps) or `2` (normalised gradient).
         steps: gradient steps (default 10).
         step_size: α > 0 (default `None`: 2.5·ε/steps).
         random_start: start from a uniform random point of the ball
             (default `True`) instead of x.
         seed: the random start's NumPy seed (default 0; reproducible).
+        clip: `(low, high)` valid input range (default `(0, 1)`) or `None`.
+        from_logits: whether the model outputs logits (`None`: a
+            `PathEnsemble` says what it outputs, other models logits).
+        batch_size: inputs attacked per compiled call (default 256).
 
     Returns:
         The adversarial inputs x̃ (float32 NumPy, shaped like x), with

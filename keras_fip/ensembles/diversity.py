@@ -197,8 +197,9 @@ def linear_cka(x, y):
     constant over the inputs.
 
     Args:
-        x, y: arrays with the same leading size N >= 2 (any trailing
-            shape; flattened per input).
+        x: an array of N >= 2 representations (any trailing shape;
+            flattened per input).
+        y: an array with the same leading size N.
 
     Example:
 

@@ -153,7 +153,11 @@ class PathEnsemble(keras.Model):
                 vector of the trainable weights (an entry of
                 `PathRecorder(keep_weights=True).weights`; the non-trainable
                 ones are then taken from `model`).
-            average, from_logits, **kwargs: as in the constructor.
+            average: `"probabilities"` (default) or `"logits"`, as in the
+                constructor.
+            from_logits: whether the members output logits (default
+                `True`), as in the constructor.
+            **kwargs: `keras.Model` arguments, as in the constructor.
         """
         weights = list(weights or [])
         if not weights:
