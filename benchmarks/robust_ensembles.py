@@ -75,9 +75,6 @@ THREATS = ("transfer_n1", "transfer_independent", "whitebox")
 #: (seeds 0 and 1) by `benchmarks/robust_ensembles_select.py`.
 KNOBS = {"fge": 0.05, "snapshot": 0.05, "fip-away": 1.0, "fip-adv": 1.0,
          "adv-finetune": 1e-3}
-KNOB_NAMES = {"fge": "high learning rate", "snapshot": "high learning rate",
-              "fip-away": "strength λ", "fip-adv": "strength λ",
-              "adv-finetune": "learning rate"}
 BATCH = 32
 
 

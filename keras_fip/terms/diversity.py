@@ -270,7 +270,7 @@ class AdversarialOutputDiversity(PathStartTerm):
                     for d, g in zip(direction, grads)]
 
         return fip_backend.memory_cond(step.memory_active, diversify,
-                        lambda: list(direction))
+                                       lambda: list(direction))
 
     def get_config(self):
         return {"strength": self.strength, "epsilon": self.epsilon,

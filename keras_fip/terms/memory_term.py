@@ -22,7 +22,6 @@ inactive.
 from keras import ops
 
 from keras_fip import backend as fip_backend
-
 from keras_fip.terms.base import DirectionTerm
 
 
@@ -97,6 +96,7 @@ class MemoryTerm(DirectionTerm):
         def skip():
             return ops.zeros((), "float32"), list(direction)
 
-        loss, direction = fip_backend.memory_cond(step.memory_active, replay, skip)
+        loss, direction = fip_backend.memory_cond(step.memory_active,
+                                                  replay, skip)
         self.last_loss.assign(loss)
         return direction

@@ -155,7 +155,8 @@ class MetricSolve(DirectionTerm):
         def skip():
             return ops.zeros((), "float32"), list(direction)
 
-        residual, direction = fip_backend.memory_cond(step.memory_active, solved, skip)
+        residual, direction = fip_backend.memory_cond(step.memory_active,
+                                                      solved, skip)
         self.last_residual.assign(residual)
         if self._previous is not None:
             for i, s in zip(step.indices, direction):
