@@ -27,8 +27,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_fip import backend as fip_backend  # noqa: E402
 import models  # noqa: E402  (benchmarks/models.py)
+from keras_fip import backend as fip_backend  # noqa: E402
 
 
 def median_ms(fn, args, repeats):

@@ -64,9 +64,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_fip  # noqa: E402
+import models  # noqa: E402  (benchmarks/models.py)
 from keras_fip import attacks  # noqa: E402
 from keras_fip import ensembles  # noqa: E402
-import models  # noqa: E402  (benchmarks/models.py)
 
 METHODS = ("deep", "fge", "snapshot", "fip-away", "fip-adv", "adv-finetune")
 FROM_N1 = ("fge", "fip-away", "fip-adv", "adv-finetune")

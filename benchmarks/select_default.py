@@ -7,8 +7,9 @@ read). Each method family (FIP, DER++, ER) gets the same budget: the same
 number of configurations in round 1 (one seed; FIP's, DER++'s and ER's
 lists each grew by seven after a first look, "round 1b"), then its best
 `--finalists` re-run on `--seeds` more seeds in round 2. `DIAGNOSTICS` are
-measured the same way but are not candidates (`--configs der-a0.3 ...`). A family's choice is the configuration with the highest
-validation average accuracy, averaged over the streams (and seeds).
+measured the same way but are not candidates (`--configs der-a0.3 ...`).
+A family's choice is the configuration with the highest validation
+average accuracy, averaged over the streams (and seeds).
 
 Runs are appended to `results/select_default/<backend>.jsonl` as they
 finish; a rerun skips what is already there, so the script resumes.
@@ -28,7 +29,6 @@ import numpy as np
 
 import keras_fip
 from keras_fip import baselines
-from keras_fip import terms
 from keras_fip.bench import registry
 from keras_fip.bench.runner import run
 
@@ -192,7 +192,8 @@ def _run_all(configs, streams, seeds, path, epochs_scale):
                 record = run(stream_name, stream, family, seed, epochs,
                              make_optimizer=make)
                 record.update(config=config, family=family,
-                              split="validation", backend=keras.backend.backend())
+                              split="validation",
+                              backend=keras.backend.backend())
                 with path.open("a") as f:
                     f.write(json.dumps(record) + "\n")
                 print(f"{stream_name:24s} {config:24s} seed {seed} "

@@ -46,8 +46,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_fip  # noqa: E402
-from keras_fip import sparsity  # noqa: E402
 import models  # noqa: E402  (benchmarks/models.py)
+from keras_fip import sparsity  # noqa: E402
 
 METHODS = ("magnitude", "magnitude+ft", "fip")
 

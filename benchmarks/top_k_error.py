@@ -34,7 +34,6 @@ from keras import ops  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import causal_lm_glosses as driver  # noqa: E402
-
 from keras_fip import anchor_storage  # noqa: E402
 from keras_fip import backend as fip_backend  # noqa: E402
 from keras_fip import distances  # noqa: E402

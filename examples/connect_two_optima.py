@@ -1,15 +1,15 @@
 """Connecting two optima along a functionally invariant path.
 
-Two digits networks (the Split-digits MLP, 64-256-256-10) trained from different random
-initialisations both classify well, with very different weights w_A and
-w_B. Along the straight line (1 − t) w_A + t w_B the networks in between
-classify badly (the loss barrier between independently trained networks).
-FIP walks from A toward B instead: the secondary objective is
-L = ½‖w − w_B‖² (`keras_fip.terms.TowardWeights`, Raghavan & Thomson 2021)
-and the invariance term keeps A's outputs on A's training digits (the
-memory), each step of length ε. The table gives the test accuracy at 11
-points along each path (equal fractions of the line, and of the FIP's
-steps) and how far each point still is from B.
+Two digits networks (the Split-digits MLP, 64-256-256-10) trained from
+different random initialisations both classify well, with very different
+weights w_A and w_B. Along the straight line (1 − t) w_A + t w_B the
+networks in between classify badly (the loss barrier between independently
+trained networks). FIP walks from A toward B instead: the secondary
+objective is L = ½‖w − w_B‖² (`keras_fip.terms.TowardWeights`, Raghavan &
+Thomson 2021) and the invariance term keeps A's outputs on A's training
+digits (the memory), each step of length ε. The table gives the test
+accuracy at 11 points along each path (equal fractions of the line, and of
+the FIP's steps) and how far each point still is from B.
 
 Protocol: scikit-learn's digits, the stratified 70/30 split of the
 Split-digits protocol; A and B trained with Adam(1e-3), batch 32, 30

@@ -26,7 +26,8 @@ def _forward(params, x):
 def _backward(params, x, pre, hidden, d_logits):
     _, _, w2, _ = params
     d_hidden = (d_logits @ w2.T) * (pre > 0)
-    return [x.T @ d_hidden, d_hidden.sum(0), hidden.T @ d_logits, d_logits.sum(0)]
+    return [x.T @ d_hidden, d_hidden.sum(0),
+            hidden.T @ d_logits, d_logits.sum(0)]
 
 
 def fip_trace(params, x, y, memory_x, order, steps, batch_size,

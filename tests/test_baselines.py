@@ -11,8 +11,8 @@ from conftest import make_mlp
 from conftest import sparse_ce
 from conftest import toy_tasks
 from keras_fip import baselines
-from keras_fip.step import Step
 from keras_fip.arrays import as_numpy
+from keras_fip.step import Step
 
 JIT = BACKEND != "torch"
 ALL = {
@@ -69,7 +69,8 @@ def test_config_round_trip(name):
         (baselines.EWCOptimizer, {"decay": 1.5}, "decay"),
         (baselines.EWCOptimizer, {"ewc_lambda": -2.0}, "strength"),
         (baselines.SIOptimizer, {"damping": 0.0}, "damping"),
-        (baselines.AGEMOptimizer, {"memory_batch_size": 0}, "memory_batch_size"),
+        (baselines.AGEMOptimizer, {"memory_batch_size": 0},
+         "memory_batch_size"),
     ],
 )
 def test_bad_arguments_are_explained(cls, kwargs, match):
@@ -117,7 +118,8 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_quadratic_away():
     _fit(model, task0, 0, epochs=3)
     assert ewc.penalty() == 0.0
     fisher = [as_numpy(f) for f in ewc.importance]
-    assert sum(f.sum() for f in fisher) > 0 and all((f >= 0).all() for f in fisher)
+    assert sum(f.sum() for f in fisher) > 0
+    assert all((f >= 0).all() for f in fisher)
     start = _weights(model)
     rng = np.random.default_rng(0)
     delta = [0.05 * rng.normal(size=w.shape).astype("float32") for w in start]

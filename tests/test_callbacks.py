@@ -4,11 +4,11 @@ import pytest
 from keras import ops
 
 import keras_fip
-from keras_fip.arrays import as_numpy
 from conftest import compile_fip
 from conftest import make_mlp
 from conftest import sparse_ce
 from conftest import toy_tasks
+from keras_fip.arrays import as_numpy
 
 
 def _model():
@@ -27,7 +27,8 @@ def test_accuracy_matrix_rows_and_history_logs():
         histories.append(h.history)
     R = matrix.matrix
     assert R.shape == (2, 2)
-    assert "accuracy_task_0" in histories[0] and "accuracy_task_1" not in histories[0]
+    assert "accuracy_task_0" in histories[0]
+    assert "accuracy_task_1" not in histories[0]
     assert len(histories[1]["accuracy_task_1"]) == 3
     # The logged value at the last epoch is the matrix entry.
     assert histories[1]["accuracy_task_0"][-1] == pytest.approx(R[1, 0])

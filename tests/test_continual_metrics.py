@@ -15,7 +15,8 @@ R = np.array(
 def test_definitions_on_a_known_matrix():
     assert cm.average_accuracy(R) == pytest.approx((0.80 + 0.95 + 0.97) / 3)
     # forgetting: best before the last task minus final, over old tasks.
-    assert cm.forgetting(R) == pytest.approx(((0.99 - 0.80) + (0.98 - 0.95)) / 2)
+    assert cm.forgetting(R) == pytest.approx(
+        ((0.99 - 0.80) + (0.98 - 0.95)) / 2)
     assert cm.backward_transfer(R) == pytest.approx(
         ((0.80 - 0.99) + (0.95 - 0.98)) / 2
     )

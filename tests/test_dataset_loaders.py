@@ -29,7 +29,8 @@ def test_split_mnist_reads_the_npz_cache(keras_home):
     stream = keras_datasets.split_mnist()
     assert len(stream) == 5 and stream[0].classes == (0, 1)
     assert stream[0].x_train.shape[1:] == (784,)
-    assert stream[0].x_train.max() <= 1.0 and stream[0].x_train.dtype == "float32"
+    assert stream[0].x_train.max() <= 1.0
+    assert stream[0].x_train.dtype == "float32"
 
 
 def _write_idx(path, array, header):
@@ -42,9 +43,11 @@ def test_split_fashion_mnist_reads_the_idx_cache(keras_home):
     os.makedirs(folder)
     y = (np.arange(30) % 10).astype(np.uint8)
     _write_idx(folder / "train-labels-idx1-ubyte.gz", y, 8)
-    _write_idx(folder / "train-images-idx3-ubyte.gz", _images(30, (28, 28), 0), 16)
+    _write_idx(folder / "train-images-idx3-ubyte.gz",
+               _images(30, (28, 28), 0), 16)
     _write_idx(folder / "t10k-labels-idx1-ubyte.gz", y[:20], 8)
-    _write_idx(folder / "t10k-images-idx3-ubyte.gz", _images(20, (28, 28), 1), 16)
+    _write_idx(folder / "t10k-images-idx3-ubyte.gz",
+               _images(20, (28, 28), 1), 16)
     x, ytr, xt, yte = keras_datasets.load_fashion_mnist()
     assert x.shape == (30, 28, 28) and np.array_equal(ytr, y)
     stream = keras_datasets.split_fashion_mnist()
@@ -75,7 +78,7 @@ def test_missing_cache_offline_is_explained(keras_home, monkeypatch):
         keras_datasets.load_mnist()
 
 
-FAKE_NOUNS = """  1 This software and database is being provided to you, the LICENSEE
+FAKE_NOUNS = """  1 This software and database is being provided to you, the
 00001740 03 n 01 entity 0 003 ~ 00001930 n 0000 | that which is perceived
 {lines}"""
 
@@ -93,10 +96,12 @@ def test_wordnet_parser_and_stream_on_a_small_file(tmp_path):
     glosses = wordnet.read_glosses(str(path))
     assert len(glosses["noun.animal"]) == 6 and "noun.Tops" in glosses
     stream = wordnet.split_wordnet(
-        categories=(("noun.animal", "noun.plant"), ("noun.food", "noun.artifact")),
+        categories=(("noun.animal", "noun.plant"),
+                    ("noun.food", "noun.artifact")),
         train_per_class=4, test_per_class=2, sequence_length=8, path=str(path))
     assert len(stream) == 2 and stream[1].classes == (2, 3)
-    assert stream[0].x_train.dtype == np.int32 and stream[0].x_train.shape == (8, 8)
+    assert stream[0].x_train.dtype == np.int32
+    assert stream[0].x_train.shape == (8, 8)
     assert stream.categories[2] == "noun.food"
     with pytest.raises(ValueError, match="glosses of noun.animal"):
         wordnet.split_wordnet(categories=(("noun.animal", "noun.plant"),),
@@ -104,7 +109,8 @@ def test_wordnet_parser_and_stream_on_a_small_file(tmp_path):
     with pytest.raises(ValueError, match="train_per_class"):
         wordnet.split_wordnet_text(train_per_class=0, path=str(path))
     text = wordnet.split_wordnet_text(
-        categories=(("noun.animal", "noun.plant"), ("noun.food", "noun.artifact")),
+        categories=(("noun.animal", "noun.plant"),
+                    ("noun.food", "noun.artifact")),
         train_per_class=4, test_per_class=2, path=str(path))
     # The same glosses and labels, as strings for a model's own tokenizer.
     assert text[0].x_train.dtype.kind == "U"

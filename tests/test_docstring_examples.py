@@ -7,13 +7,13 @@ import textwrap
 import pytest
 
 import keras_fip
-from keras_fip import baselines
 from keras_fip import anchor_storage
+from keras_fip import baselines
 from keras_fip import continual_metrics
 from keras_fip import distances
+from keras_fip import language
 from keras_fip import memory_selection
 from keras_fip import sparsity
-from keras_fip import language
 from keras_fip.callbacks.weight_snapshots import WeightSnapshots
 from keras_fip.datasets import wordnet
 from keras_fip.ensembles import diversity as ensemble_diversity

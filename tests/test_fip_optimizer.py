@@ -6,12 +6,12 @@ import pytest
 from keras import ops
 
 import keras_fip
-from keras_fip.arrays import as_numpy
 from conftest import BACKEND
 from conftest import compile_fip
 from conftest import make_mlp
 from conftest import sparse_ce
 from conftest import toy_tasks
+from keras_fip.arrays import as_numpy
 
 JIT = BACKEND != "torch"  # XLA on TensorFlow, jax.jit on JAX
 
@@ -39,7 +39,8 @@ def test_empty_memory_is_exactly_the_inner_optimizer(with_boundary):
     model = make_mlp(hidden=(16,), inputs=8, classes=4)
     compile_fip(model, inner=keras.optimizers.Adam(1e-2), beta=3.0,
                 step_norm=0.01, jit_compile=JIT)
-    callbacks = [keras_fip.callbacks.TaskBoundary(0, *task)] if with_boundary else []
+    callbacks = (
+        [keras_fip.callbacks.TaskBoundary(0, *task)] if with_boundary else [])
     _fit(model, *task, callbacks=callbacks)
     for got, want in zip(_weights(model), _run_plain(task)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -16,10 +16,10 @@ from keras import ops
 
 import keras_fip
 from conftest import BACKEND
-from keras_fip.arrays import as_numpy
 from conftest import make_mlp
 from conftest import sparse_ce
 from conftest import toy_tasks
+from keras_fip.arrays import as_numpy
 
 JIT = BACKEND != "torch"
 TaskBoundary = keras_fip.callbacks.TaskBoundary

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import keras_fip
-from keras_fip.arrays import as_numpy
 from conftest import make_mlp
+from keras_fip.arrays import as_numpy
 
 
 def _data(n_per_class, classes, features=64, seed=0):
@@ -144,7 +144,8 @@ def test_nested_input_structures():
     memory.add(x, np.arange(8) % 4)
     memory.consolidate(model)
     stored = memory.stored()[0]
-    assert stored["pair"][0].shape == (4, 3) and stored["single"].shape == (4, 1)
+    assert stored["pair"][0].shape == (4, 3)
+    assert stored["single"].shape == (4, 1)
     batch, anchors, _ = memory.next_batch(2)
     assert as_numpy(batch["pair"][1]).shape == (2, 2)
     np.testing.assert_allclose(

@@ -8,12 +8,12 @@ import pytest
 from keras import ops
 
 import keras_fip
+from conftest import make_mlp
+from conftest import sparse_ce
 from keras_fip import attacks
 from keras_fip.ensembles import PathEnsemble
 from keras_fip.terms import AdversarialOutputDiversity
 from keras_fip.terms import AwayFromStart
-from conftest import make_mlp
-from conftest import sparse_ce
 
 
 def _tiny(seed=0, hidden=5):

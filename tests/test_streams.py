@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from keras_fip.datasets import TaskStream
-from keras_fip.datasets.task_stream import Task
 from keras_fip.datasets import permuted_digits
+from keras_fip.datasets.task_stream import Task
 
 
 def test_split_digits_protocol(digits_stream):
