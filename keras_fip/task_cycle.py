@@ -197,7 +197,7 @@ class TaskCycle:
     # ------------------------------------------------------------------
     # The life cycle
     # ------------------------------------------------------------------
-    def begin(self, model, task, step=0):
+    def begin(self, model, task, step=0, known=False):
         """Starts (or resumes) `task`; anchors the memory once.
 
         Args:
@@ -205,6 +205,14 @@ class TaskCycle:
             task: the `Task`.
             step: the optimizer's step count now (to tell whether steps
                 were taken outside any task since the last one ended).
+            known: whether the network was already trained on `task`
+                (`remember_task`): steps taken before it are then its own,
+                and nothing is checked about them.
+
+        Raises:
+            ValueError: the task id is reused with other data or goes back,
+                or this is the first task, its id is above 0 and the
+                optimizer already took steps (see `_check_untracked`).
         """
         current = _read_int(self.current_task)
         fingerprint = task.fingerprint()
@@ -224,7 +232,10 @@ class TaskCycle:
                 "larger id than the last one."
             )
         outside = step - _read_int(self.ended_at_step)
-        if self.last_task >= 0 and current == self.last_task and outside > 0:
+        if not known and self.last_task < 0 and step > 0:
+            _check_untracked(task.task_id, current, step)
+        elif (not known and self.last_task >= 0 and current == self.last_task
+              and outside > 0):
             warnings.warn(
                 f"{outside} optimizer steps were trained after task "
                 f"{self.last_task} ended and before task {task.task_id} "
@@ -279,6 +290,42 @@ class TaskCycle:
     def get_config(self):
         return {"anchors": self.anchors, "holds": self.holds,
                 "state_spec": self.state_spec}
+
+
+def _check_untracked(task_id, current, steps):
+    """Steps taken before the first task ended: refused or warned.
+
+    The memory holds no task yet, so whatever those steps taught the
+    network is protected by nothing. A first task numbered above 0 says a
+    task came before it: that is refused, before any step of the new task
+    (the network still knows the old one, so recording it costs nothing).
+    A first task numbered 0 may follow a deliberate warm-up: a warning.
+    """
+    if current >= 0:
+        what = (f"task {current} began but never ended (its fit did not "
+                f"finish), so its samples are not in the memory")
+        fix_id = current
+    else:
+        what = ("they ran before any TaskBoundary, so the memory holds no "
+                "earlier task")
+        fix_id = 0
+    record = (f"keras_fip.callbacks.remember_task(model, {fix_id}, x, y) "
+              "with that task's data (the network still knows it)")
+    if task_id > 0:
+        raise ValueError(
+            f"Task {task_id} is the first task to begin, but the optimizer "
+            f"has already taken {steps} steps: {what}. Task {task_id} "
+            "would overwrite whatever they learned, unprotected. Record "
+            f"that task first: {record}, then fit task {task_id} again. If "
+            "those steps were a warm-up to leave unprotected, number this "
+            "task 0, or compile with a new optimizer before it."
+        )
+    warnings.warn(
+        f"The optimizer took {steps} steps before task 0 began: {what}. If "
+        "they taught the network a task to keep, task 0 will overwrite it: "
+        f"stop, call {record}, and train this task as task "
+        f"{fix_id + 1}. If they were a warm-up, nothing is lost.",
+        stacklevel=4)
 
 
 def _check_output_shape(model, memory):

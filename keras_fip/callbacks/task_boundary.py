@@ -72,6 +72,20 @@ def _check_data(task_id, x, y):
         )
 
 
+def _forget_resumed_epoch(model):
+    """Clears the epoch a `BackupAndRestore` resumed a `fit` from.
+
+    Keras 3's `BackupAndRestore` resumes a `fit` by setting the model's
+    private `_initial_epoch`, which `fit` reads after the callbacks'
+    `on_train_begin` and which nothing clears: the next `fit` (the next
+    task) would start at that epoch too. A task spans its own `fit`s, so
+    `TaskBoundary` clears it when a `fit` is set up (before any callback
+    begins training) and when it ends.
+    """
+    if getattr(model, "_initial_epoch", None) is not None:
+        model._initial_epoch = None
+
+
 class TaskBoundary(keras.callbacks.Callback):
     """Tells the model's continual optimizer where a task starts and ends.
 
@@ -178,6 +192,9 @@ class TaskBoundary(keras.callbacks.Callback):
 
     def set_model(self, model):
         super().set_model(model)
+        # `fit` sets the model of every callback before any of them begins
+        # training, so a `BackupAndRestore` of this `fit` resumes after this.
+        _forget_resumed_epoch(model)
         self._start(model)
 
     def on_train_begin(self, logs=None):
@@ -194,6 +211,7 @@ class TaskBoundary(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._end()
+        _forget_resumed_epoch(self.model)
 
     def _end(self):
         # Ending twice (last epoch, then train end) is a no-op: the task
@@ -234,5 +252,5 @@ def remember_task(model, task_id, x, y=None):
     keras.callbacks.Callback.set_model(boundary, model)
     optimizer = boundary._start(model)
     features = boundary._inputs(model)
-    optimizer.begin_task(model, boundary.task_id, features, y)
+    optimizer.begin_task(model, boundary.task_id, features, y, known=True)
     optimizer.end_task(model, boundary.task_id, features, y)
