@@ -35,6 +35,7 @@ allocate one output per class of every task, or compile again with a new
 optimizer that keeps the memory (`FIPOptimizer(Adam(), memory=old.memory)`).
 """
 
+import warnings
 import weakref
 
 import keras
@@ -49,6 +50,14 @@ from keras_fip.task_cycle import Task
 from keras_fip.task_cycle import TaskCycle
 from keras_fip.terms.base import DirectionTerm
 from keras_fip.arrays import as_numpy
+
+
+_DIFFERENT = (
+    "the file was saved from a different optimizer (other terms, a memory "
+    "of another capacity or anchor storage, another inner optimizer) or "
+    "for a different model. Compile with the optimizer the file was saved "
+    "with, or load the whole model with keras.saving.load_model(path)."
+)
 
 
 def _any(flags):
@@ -146,6 +155,8 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
         self._model_ref = None
         self._traced = False
         self._saved_by = saved_by
+        # A state `load_weights` read before the optimizer was built.
+        self._pending_state = None
 
     # ------------------------------------------------------------------
     # State
@@ -237,6 +248,8 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
             self._check_variables(model)
         with fip_backend.variable_scope(model):
             created = self.task_cycle.bind(model, sample_inputs)
+            if self._pending_state is not None:
+                self._restore_pending(model)
         self._check_memory()
         if created and self._traced:
             # A step traced before the memory existed has no memory branch.
@@ -286,12 +299,22 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
     # ------------------------------------------------------------------
     # The task life cycle (host side)
     # ------------------------------------------------------------------
-    def begin_task(self, model, task_id, x, y=None):
+    def begin_task(self, model, task_id, x, y=None, known=False):
         """Starts (or resumes) task `task_id`: `TaskBoundary` calls it when
-        `fit` starts. See `keras_fip.task_cycle` for what it does."""
+        `fit` starts. See `keras_fip.task_cycle` for what it does.
+
+        Args:
+            model: the model this optimizer trains.
+            task_id: the task's id.
+            x: its inputs, as the model's forward pass takes them.
+            y: its labels, or `None`.
+            known: `True` when the network already learned the task
+                (`remember_task`): steps taken before it are its own.
+        """
         self.bind(model, x)
         task = Task(task_id, x, y)
-        if self.task_cycle.begin(model, task, self._step_count()):
+        if self.task_cycle.begin(model, task, self._step_count(),
+                                 known=known):
             for term in self.terms:
                 term.begin_task(self, model, task)
 
@@ -337,6 +360,7 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
         return direction
 
     def apply(self, grads, trainable_variables=None):
+        self._refuse_pending()
         if not self.built:
             with keras.name_scope(self.name, caller=self):
                 self.build(trainable_variables)
@@ -388,8 +412,81 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
     # ------------------------------------------------------------------
     # Saving
     # ------------------------------------------------------------------
+    @property
+    def state_built(self):
+        """Whether every variable a saved state fills exists: the
+        optimizer is built, and so are its memory and model snapshot
+        (which `bind` builds for the model)."""
+        memory = self.memory
+        return (self.built and self.task_cycle.state_spec is not None
+                and (memory is None or memory.built))
+
+    def save_own_variables(self, store):
+        if self._pending_state is None:
+            super().save_own_variables(store)
+            return
+        # Loaded but not bound yet: the state read is the state to save.
+        for i, array in enumerate(self._pending_state):
+            store[str(i)] = array
+
     def load_own_variables(self, store):
-        if len(store.keys()) != len(self.variables):
+        """Restores the saved state (`load_model`, `load_weights`).
+
+        `load_weights` into a freshly compiled model finds this optimizer
+        unbuilt: its memory and model snapshot are built from the model
+        and the task data, which the file does not hold. The state read is
+        then kept and restored when the optimizer is bound to the model
+        (the next `fit` with a `TaskBoundary`, `remember_task`, or `bind`).
+        """
+        arrays = [store[str(i)] for i in range(len(store.keys()))]
+        have = len(self.variables)
+        if self.state_built or len(arrays) == have:
+            self._assign_state(arrays)
+        elif len(arrays) > have:
+            self._pending_state = arrays
+            warnings.warn(
+                f"{type(self).__name__} {self.name!r} is loaded before it "
+                f"is bound to its model, so the {len(arrays)} variables "
+                "read (task ids, memory, model snapshot, inner optimizer) "
+                "are restored when it is: by the next fit() with "
+                "keras_fip.callbacks.TaskBoundary(task_id, x, y), by "
+                "remember_task(...), or by model.optimizer.bind(model, x). "
+                "(Keras's warning that the inner optimizer's variables "
+                "were skipped is about its own copy of them; they are "
+                "restored with the rest.)", stacklevel=2)
+        else:
+            warnings.warn(
+                f"Skipping the saved state of {type(self).__name__} "
+                f"{self.name!r}: the file holds {len(arrays)} variables, "
+                f"fewer than the {have} this optimizer has before it is "
+                "bound to its model, so it was saved before it was built "
+                "(before any training) and holds no task to restore.",
+                stacklevel=2)
+
+    def _refuse_pending(self):
+        if self._pending_state is not None:
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r} holds the state "
+                "model.load_weights(...) read (its memory included), which "
+                "it restores when it is bound to the model, but it is taking "
+                "a step unbound (a fit() without TaskBoundary): training on "
+                "would drop that state. Pass keras_fip.callbacks."
+                "TaskBoundary(task_id, x, y) to this fit(), or call "
+                "model.optimizer.bind(model, x) first; to train without the "
+                "saved state, compile with a new optimizer."
+            )
+
+    def _restore_pending(self, model):
+        """Restores the state `load_weights` read before `bind`."""
+        arrays, self._pending_state = self._pending_state, None
+        if not self.built:
+            self.build(model.trainable_variables)
+        self._assign_state(arrays)
+
+    def _assign_state(self, arrays):
+        """Assigns saved arrays to `variables`; refuses any mismatch."""
+        variables = self.variables
+        if len(arrays) != len(variables):
             if self._saved_by != version.__version__:
                 cause = (
                     f"the file was written by keras_fip {self._saved_by}, "
@@ -401,14 +498,22 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
                     "the network knows."
                 )
             else:
-                cause = ("its memory, settings or inner optimizer differ "
-                         "from the saved one.")
+                cause = _DIFFERENT
             raise ValueError(
                 f"Cannot restore {type(self).__name__} {self.name!r}: the "
-                f"file holds {len(store.keys())} optimizer variables but "
-                f"this optimizer has {len(self.variables)}: {cause}"
+                f"file holds {len(arrays)} optimizer variables but "
+                f"this optimizer has {len(variables)}: {cause}"
             )
-        super().load_own_variables(store)
+        for variable, array in zip(variables, arrays):
+            if tuple(variable.shape) != tuple(array.shape):
+                raise ValueError(
+                    f"Cannot restore {type(self).__name__} {self.name!r}: "
+                    f"the saved {variable.path!r} has shape "
+                    f"{tuple(array.shape)} but this optimizer's has "
+                    f"{tuple(variable.shape)}: {_DIFFERENT}"
+                )
+        for variable, array in zip(variables, arrays):
+            variable.assign(array)
 
     def _base_config(self):
         """The config every optimizer shares (presets add their args)."""
