@@ -16,20 +16,53 @@ weight snapshot of the adapters) has nothing to be restored onto.
 
 import io
 import json
+import os
 import zipfile
 
 import keras
 
+from keras_fip.evaluation import find_continual_optimizer
 
-def _read_optimizer_store(archive):
+# The member names of a `.keras` archive (Keras 3's `saving_lib`).
+_CONFIG = "config.json"
+_WEIGHTS = "model.weights.h5"
+
+
+def _refuse(filepath, problem):
+    raise ValueError(
+        f"{filepath} is not a `.keras` file restore_optimizer can read: "
+        f"{problem}. Pass the file model.save(path) wrote for this model "
+        "(for a .weights.h5 file use model.load_weights(path) instead)."
+    )
+
+
+def _read_config(archive, filepath):
+    if _CONFIG not in archive.namelist():
+        _refuse(filepath, f"the archive has no {_CONFIG}")
+    try:
+        return json.loads(archive.read(_CONFIG))
+    except ValueError as error:
+        _refuse(filepath, f"its {_CONFIG} is not valid JSON ({error})")
+
+
+def _read_optimizer_store(archive, filepath):
     import h5py
 
-    with archive.open("model.weights.h5") as f:
-        weights = h5py.File(io.BytesIO(f.read()), "r")
+    if _WEIGHTS not in archive.namelist():
+        _refuse(filepath, f"the archive has no {_WEIGHTS} (the weights "
+                "and the optimizer's state)")
+    try:
+        weights = h5py.File(io.BytesIO(archive.read(_WEIGHTS)), "r")
+    except OSError as error:
+        _refuse(filepath, f"its {_WEIGHTS} is not an HDF5 file ({error})")
+    with weights:
         if "optimizer" not in weights or "vars" not in weights["optimizer"]:
             raise ValueError(
-                "The file holds no optimizer state: it was saved from a "
-                "model that was not compiled (or before it was trained)."
+                f"{filepath} holds no optimizer state: it was saved from a "
+                "model that was not compiled (or before its optimizer was "
+                "built). Compile the loaded model with a new optimizer, and "
+                "record the tasks the network knows with keras_fip."
+                "callbacks.remember_task(model, task_id, x, y)."
             )
         group = weights["optimizer"]["vars"]
         return {key: group[key][()] for key in group.keys()}
@@ -45,6 +78,11 @@ def restore_optimizer(model, filepath):
     Returns:
         The restored optimizer (also `model.optimizer`).
 
+    Raises:
+        ValueError: the file is not a `.keras` archive, lacks its config or
+            weights, holds no optimizer state, was saved through LoRA
+            adapters, or holds an optimizer state that does not fit.
+
     Example:
 
     ```python
@@ -53,15 +91,21 @@ def restore_optimizer(model, filepath):
     model.optimizer.memory.size      # the memory as it was saved
     ```
     """
+    if not os.path.isfile(filepath):
+        raise FileNotFoundError(
+            f"No file at {filepath}: pass the path of the `.keras` file "
+            "model.save(path) wrote.")
+    if not zipfile.is_zipfile(filepath):
+        _refuse(filepath, "it is not a zip archive")
     with zipfile.ZipFile(filepath) as archive:
-        config = json.loads(archive.read("config.json"))
+        config = _read_config(archive, filepath)
         compile_config = config.get("compile_config")
         if not compile_config:
             raise ValueError(
                 f"{filepath} holds no compile config: the model was saved "
                 "before `compile`, so there is no optimizer to restore."
             )
-        store = _read_optimizer_store(archive)
+        store = _read_optimizer_store(archive, filepath)
     optimizer_config = compile_config.get("optimizer", {}).get("config", {})
     if optimizer_config.get("lora_adapters"):
         raise ValueError(
@@ -76,6 +120,16 @@ def restore_optimizer(model, filepath):
     compile_args = keras.saving.deserialize_keras_object(compile_config)
     model.compile(**compile_args)
     model.optimizer.build(model.trainable_variables)
+    continual = find_continual_optimizer(model.optimizer)
+    if continual is not None and not continual.state_built:
+        raise ValueError(
+            f"{filepath} was saved before its {type(continual).__name__} "
+            "was bound to the model (before the first fit() with a "
+            "TaskBoundary), so it holds no task state to restore. Go on "
+            "with the optimizer compiled now, and record the tasks the "
+            "network knows with keras_fip.callbacks.remember_task(model, "
+            "task_id, x, y)."
+        )
     model.optimizer.load_own_variables(store)
     return model.optimizer
 
