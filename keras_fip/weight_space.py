@@ -27,7 +27,9 @@ import re
 
 import numpy as np
 
+from keras_fip import compat
 from keras_fip.arrays import as_numpy
+from keras_fip.deprecation import renamed_arguments
 
 ATTENTION_LAYER_NAMES = ("query", "value", "query_dense", "value_dense")
 
@@ -35,8 +37,8 @@ ATTENTION_LAYER_NAMES = ("query", "value", "query_dense", "value_dense")
 def _kernel_layers(model, layer_names):
     layers = [
         layer
-        for layer in model._flatten_layers(include_self=False)
-        if layer.name in layer_names and hasattr(layer, "_kernel")
+        for layer in compat.sublayers(model)
+        if layer.name in layer_names and compat.has_base_kernel(layer)
     ]
     if not layers:
         raise ValueError(
@@ -48,7 +50,7 @@ def _kernel_layers(model, layer_names):
 
 
 def _name(layer):
-    return layer._kernel.path.rsplit("/", 1)[0]
+    return compat.base_kernel(layer).path.rsplit("/", 1)[0]
 
 
 def _natural(name):
@@ -72,7 +74,7 @@ def _lora_delta(layer):
 
 def _kernel(layer):
     """The layer's effective kernel in float64 (LoRA included)."""
-    base = as_numpy(layer._kernel).astype("float64")
+    base = as_numpy(compat.base_kernel(layer)).astype("float64")
     if getattr(layer, "lora_enabled", False):
         return base + _lora_delta(layer)
     return base
@@ -90,18 +92,40 @@ def kernel_snapshot(model, layer_names=ATTENTION_LAYER_NAMES):
             for layer in _kernel_layers(model, layer_names)}
 
 
-def numerical_rank(matrix, rtol=None):
-    """Number of singular values above `rtol · σ_max`.
+@renamed_arguments(since="0.6", rtol="relative_tolerance")
+def numerical_rank(matrix, relative_tolerance=None):
+    """How many singular values of `matrix` exceed `relative_tolerance`·σ_max.
 
-    The default `rtol` is NumPy's `matrix_rank` rule for float32 data,
-    `max(m, n) · eps(float32)`: what float32 weights can resolve.
+    The matrix counterpart of `keras_fip.spectrum.numerical_rank` (which
+    counts eigenvalues), with the same argument name.
+
+    Args:
+        matrix: a 2-D array.
+        relative_tolerance: the cut, relative to the largest singular
+            value σ_max. Defaults to `None`: NumPy's `matrix_rank` rule for
+            float32 data, `max(m, n) · eps(float32)`, what float32 weights
+            can resolve. `rtol` is its deprecated name (0.5).
+
+    Returns:
+        The count (int; 0 for a zero or empty matrix).
+
+    Example:
+
+    ```python
+    import numpy as np, keras_fip
+    rank_two = np.outer([1.0, 2, 3], [1.0, 0]) + np.outer([0.0, 1, 0], [0, 1])
+    assert keras_fip.weight_space.numerical_rank(rank_two) == 2
+    ```
     """
+    if relative_tolerance is not None and not 0 <= relative_tolerance < 1:
+        raise ValueError("`relative_tolerance` must lie in [0, 1); got "
+                         f"{relative_tolerance!r}.")
     singular = np.linalg.svd(matrix, compute_uv=False)
     if singular.size == 0 or singular[0] == 0:
         return 0
-    if rtol is None:
-        rtol = max(matrix.shape) * np.finfo(np.float32).eps
-    return int((singular > rtol * singular[0]).sum())
+    if relative_tolerance is None:
+        relative_tolerance = max(matrix.shape) * np.finfo(np.float32).eps
+    return int((singular > relative_tolerance * singular[0]).sum())
 
 
 def energy_rank(matrix, fraction=0.9):

@@ -152,6 +152,7 @@ def test_lanczos_builds_an_orthonormal_basis_and_stops_on_a_low_rank_matrix():
                                [::-1][:3], rtol=1e-9)
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("metric", ["logit", "fisher"])
 def test_spectral_density_weights_sum_to_one_and_match_the_trace(metric):
     model, x = _tiny()
@@ -316,3 +317,21 @@ def test_spectrum_arguments_are_checked():
     with pytest.raises(ValueError, match="does not match"):
         geometry.gram_eigenvalues(np.eye(6), np.zeros((2, 4)))
     assert geometry.numerical_rank([0.0, 0.0]) == 0
+
+
+def test_geometry_is_the_product_and_the_spectrum_modules_together():
+    from keras_fip import metric_product
+    from keras_fip import spectrum
+
+    for name in keras_fip.geometry.__all__:
+        home = (metric_product if hasattr(metric_product, name)
+                else spectrum)
+        assert getattr(keras_fip.geometry, name) is getattr(home, name)
+    assert set(keras_fip.geometry.__all__) >= {
+        "metric_vector_product_values", "METRICS", "REDUCTIONS",
+        "top_eigenpairs", "numerical_rank", "spectral_density",
+        "flatten", "unflatten"}
+    # The in-step product does not depend on the analysis tools.
+    with open(metric_product.__file__, encoding="utf-8") as source:
+        assert "spectrum" not in "".join(
+            line for line in source if line.startswith(("import", "from")))

@@ -81,3 +81,23 @@ def test_bad_layer_names_and_foreign_reference_are_explained():
     with pytest.raises(ValueError, match="no kernel for query"):
         weight_space.weight_changes(model, {"other": np.zeros((2, 2))},
                                     layer_names=("query",))
+
+
+def test_numerical_rank_takes_relative_tolerance_and_the_old_rtol():
+    matrix = np.diag([1.0, 0.1, 0.001])
+    assert weight_space.numerical_rank(matrix, relative_tolerance=0.01) == 2
+    with pytest.warns(DeprecationWarning, match="`rtol` is deprecated"):
+        assert weight_space.numerical_rank(matrix, rtol=0.01) == 2
+    with pytest.raises(TypeError, match="both `relative_tolerance`"):
+        weight_space.numerical_rank(matrix, 0.01, rtol=0.01)
+    with pytest.raises(ValueError, match="relative_tolerance"):
+        weight_space.numerical_rank(matrix, relative_tolerance=1.5)
+
+
+def test_numerical_rank_docstring_example_runs():
+    import re
+    import textwrap
+
+    (block,) = re.findall(r"```python\n(.*?)```",
+                          weight_space.numerical_rank.__doc__, re.S)
+    exec(textwrap.dedent(block), {})

@@ -6,8 +6,8 @@ from keras import ops
 from keras_fip import backend as fip_backend
 from keras_fip.arrays import as_numpy
 from keras_fip.checks import check_number
-from keras_fip.geometry import METRICS
-from keras_fip.geometry import REDUCTIONS
+from keras_fip.metric_product import METRICS
+from keras_fip.metric_product import REDUCTIONS
 from keras_fip.terms.base import DirectionTerm
 from keras_fip.tree_math import dot
 
@@ -28,8 +28,8 @@ class MetricSolve(DirectionTerm):
 
     with d = β∇L (and whatever the terms before this one added) and
     g = Σ_x J_xᵀ H J_x the metric of the protected outputs on this step's
-    memory batch, at the current weights (`keras_fip.geometry`). The term
-    solves (g + μI) s = d by `iterations` steps of conjugate gradient, each
+    memory batch, at the current weights (`keras_fip.metric_product`). The
+    term solves (g + μI) s = d by `iterations` steps of conjugate gradient, each
     one metric-vector product (a JVP and a VJP over the memory batch; g is
     never formed), inside the compiled train step; the inner optimizer then
     applies s as the gradient, so with `SGD(learning_rate=1)` the weights
