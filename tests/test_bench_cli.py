@@ -9,10 +9,12 @@ import pytest
 
 from conftest import BACKEND
 from keras_fip.bench import cli
+from keras_fip.bench import report
 from keras_fip.bench import runner
 from keras_fip.bench.registry import METHODS
 
 
+@pytest.mark.large
 def test_quick_run_writes_json_table_and_plots(tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "bench"
@@ -69,9 +71,8 @@ def test_a_failing_run_leaves_no_results(tmp_path, monkeypatch):
         calls.append(args)
         if len(calls) == 2:
             raise RuntimeError("simulated crash")
-        return real(*args, **kwargs)
+        return _instant_run(*args, **kwargs)
 
-    real = runner.run
     monkeypatch.setattr(runner, "run", flaky)
     out = tmp_path / "bench"
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -90,6 +91,7 @@ def test_console_entry_point_exit_code():
     assert "unknown method 'nope'" in result.stderr
 
 
+@pytest.mark.large
 def test_a_quick_run_says_so_in_every_output(tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "bench"
@@ -108,6 +110,7 @@ def test_a_quick_run_says_so_in_every_output(tmp_path):
         n for n in os.listdir(out))
 
 
+@pytest.mark.large
 def test_a_later_run_replaces_the_earlier_runs_files(tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "bench"
@@ -150,6 +153,7 @@ def test_ctrl_c_ends_with_one_line_and_leaves_earlier_results(
     assert (out / "results.json").read_text() == '{"earlier": true}'
 
 
+@pytest.mark.large
 def test_opt_in_variants_run_by_name(tmp_path):
     out = tmp_path / "bench"
     assert cli.main(["bench", "--quick", "--streams", "split-digits",
@@ -158,3 +162,110 @@ def test_opt_in_variants_run_by_name(tmp_path):
     with open(out / "results.json") as f:
         runs = json.load(f)["runs"]
     assert sorted(r["method"] for r in runs) == ["der", "fip-stored"]
+
+
+def _instant_run(stream_name, stream, method, seed, epochs):
+    """A run's record without training: the CLI's own work, in milliseconds."""
+    tasks = len(stream)
+    matrix = [[0.9 if k <= t else 0.0 for k in range(tasks)]
+              for t in range(tasks)]
+    return {"stream": stream_name, "method": method, "seed": seed,
+            "epochs_per_task": epochs, "matrix": matrix, "seconds": 0.01,
+            "average_accuracy": 0.9, "forgetting": 0.0,
+            "backward_transfer": 0.0}
+
+
+def _bench_instantly(out, monkeypatch, *extra):
+    monkeypatch.setattr(runner, "run", _instant_run)
+    return cli.main(["bench", "--quick", "--streams", "split-digits",
+                     "--methods", "finetune", "fip", "--out", str(out),
+                     *extra])
+
+
+def _manifest(out):
+    with open(out / "results.json") as f:
+        return json.load(f)["files"]
+
+
+def test_without_matplotlib_the_results_are_kept_and_the_fix_is_named(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    out = tmp_path / "bench"
+    assert _bench_instantly(out, monkeypatch) == 0
+    assert sorted(os.listdir(out)) == ["results.json", "results.md"]
+    assert sorted(_manifest(out)) == ["results.json", "results.md"]
+    assert "| fip | 1 |" in (out / "results.md").read_text()
+    err = capsys.readouterr().err
+    assert "matplotlib is not installed" in err
+    assert 'pip install ".[bench]"' in err
+    assert f"the results are saved in {out}" in err
+
+
+def test_a_plotting_import_error_keeps_the_results(tmp_path, monkeypatch,
+                                                   capsys):
+    def broken(*args, **kwargs):
+        raise ImportError("No module named 'matplotlib.pyplot'")
+
+    monkeypatch.setattr(report, "plots", broken)
+    monkeypatch.setattr(cli, "_can_plot", lambda: True)
+    out = tmp_path / "bench"
+    assert _bench_instantly(out, monkeypatch) == 0
+    assert sorted(os.listdir(out)) == ["results.json", "results.md"]
+    err = capsys.readouterr().err
+    assert "no plots (No module named 'matplotlib.pyplot')" in err
+    assert 'pip install ".[bench]"' in err
+
+
+def test_a_plotting_crash_keeps_the_results(tmp_path, monkeypatch, capsys):
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated plotting crash")
+
+    monkeypatch.setattr(report, "plots", crash)
+    monkeypatch.setattr(cli, "_can_plot", lambda: True)
+    out = tmp_path / "bench"
+    with pytest.raises(RuntimeError, match="simulated plotting crash"):
+        _bench_instantly(out, monkeypatch)
+    assert sorted(os.listdir(out)) == ["results.json", "results.md"]
+    assert f"plotting failed; the results are saved in {out}" in (
+        capsys.readouterr().err)
+
+
+def test_plots_join_the_results_and_their_manifest(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "bench"
+    assert _bench_instantly(out, monkeypatch) == 0
+    names = sorted(os.listdir(out))
+    assert names == ["results.json", "results.md",
+                     "split-digits_curves.png", "split-digits_matrices.png"]
+    assert sorted(_manifest(out)) == names
+    assert (out / "split-digits_curves.png").stat().st_size > 1000
+
+
+def test_without_scikit_learn_the_digits_streams_stop_before_any_run(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    calls = []
+    monkeypatch.setattr(runner, "run", lambda *args: calls.append(args))
+    out = tmp_path / "bench"
+    assert cli.main(["bench", "--quick", "--streams", "split-digits",
+                     "permuted-digits", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert ("the split-digits, permuted-digits streams need scikit-learn"
+            in err)
+    assert 'pip install ".[bench]"' in err
+    assert not calls and not out.exists()
+
+
+def test_without_wordnet_data_its_streams_stop_before_any_run(
+        tmp_path, monkeypatch, capsys):
+    from keras_fip.datasets import wordnet
+
+    monkeypatch.setattr(wordnet, "WORDNET_NOUNS",
+                        str(tmp_path / "no_wordnet" / "data.noun"))
+    out = tmp_path / "bench"
+    assert cli.main(["bench", "--quick", "--streams", "split-wordnet",
+                     "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "the split-wordnet stream needs Debian's WordNet data" in err
+    assert "apt-get install wordnet-base" in err
+    assert not out.exists()

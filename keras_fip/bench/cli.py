@@ -1,16 +1,24 @@
 """The `keras-fip` command. `keras-fip bench --help` lists the options.
 
-    keras-fip bench                                   # every stream and method, 3 seeds
-    keras-fip bench --quick                           # 1 seed, 1 epoch per task
+    keras-fip bench            # every stream and method, 3 seeds
+    keras-fip bench --quick    # 1 seed, 1 epoch per task
     KERAS_BACKEND=jax keras-fip bench --streams split-digits --methods fip er
 
 Results go to `--out` (default `results/bench_<backend>`): `results.json`
 (every number with its config, seed, backend, versions and wall time),
-`results.md` (the table) and PNG plots. They are written only once every run
-has finished, so a failed or interrupted run leaves no half-written results.
+`results.md` (the table) and PNG plots. The results are written only once
+every run has finished, so a failed or interrupted run leaves no
+half-written results; they are written before the plots, so a missing or
+failing plotting package never loses them.
+
+The digits streams need scikit-learn and the plots need matplotlib (both in
+the `bench` extra: `pip install ".[jax,bench]"` from a clone); the WordNet
+streams need Debian's `wordnet-base`. What the chosen streams need is checked
+before anything runs.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -92,6 +100,50 @@ def _check(args):
             f"{existing})")
 
 
+class _MissingRequirement(Exception):
+    pass
+
+
+BENCH_EXTRA = 'pip install ".[bench]" (in a clone of keras_fip)'
+DIGITS_STREAMS = ("split-digits", "permuted-digits")
+WORDNET_STREAMS = ("split-wordnet", "split-wordnet-b")
+
+
+def _check_requirements(streams):
+    """Raises `_MissingRequirement` naming what the chosen streams need and
+    how to install it, before any run starts."""
+    digits = [s for s in streams if s in DIGITS_STREAMS]
+    if digits:
+        try:
+            import sklearn  # noqa: F401
+        except ImportError:
+            raise _MissingRequirement(
+                f"the {', '.join(digits)} stream{'s' * (len(digits) > 1)} "
+                f"need{'s' * (len(digits) == 1)} scikit-learn (its 8x8 "
+                f"digits), which is not installed: {BENCH_EXTRA}, or pip "
+                "install scikit-learn") from None
+    wordnet = [s for s in streams if s in WORDNET_STREAMS]
+    if wordnet:
+        from keras_fip.datasets.wordnet import WORDNET_NOUNS
+
+        if not os.path.exists(WORDNET_NOUNS):
+            raise _MissingRequirement(
+                f"the {', '.join(wordnet)} stream{'s' * (len(wordnet) > 1)} "
+                f"need{'s' * (len(wordnet) == 1)} Debian's WordNet data "
+                f"({WORDNET_NOUNS} is missing): apt-get install wordnet-base")
+
+
+def _can_plot():
+    """Whether matplotlib is installed (looked up, not imported)."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def _no_plots_note(out):
+    return (f"keras-fip: note: no plots: matplotlib is not installed; the "
+            f"results are saved in {out} (results.json, results.md). For the "
+            f"plots, {BENCH_EXTRA} or pip install matplotlib, and run again.")
+
+
 def _versions():
     import keras
     import numpy
@@ -123,6 +175,12 @@ def bench(args):
             for m in args.methods]
     print(f"keras-fip bench on {backend}: {len(args.streams)} streams × "
           f"{len(args.methods)} methods × {seeds} seeds = {len(plan)} runs")
+    plot = not args.no_plots and _can_plot()
+    if not args.no_plots and not plot:
+        print("keras-fip: note: matplotlib is not installed, so this run "
+              "draws no plots (results.json and results.md are written as "
+              f"usual); {BENCH_EXTRA} or pip install matplotlib adds them",
+              file=sys.stderr)
     start = time.time()
     streams = {name: STREAMS[name].load() for name in args.streams}
     progress = keras.utils.Progbar(len(plan), unit_name="run")
@@ -141,35 +199,77 @@ def bench(args):
         name: args.epochs or (STREAMS[name].quick_epochs if args.quick
                               else STREAMS[name].epochs)
         for name in args.streams})
+    results = {
+        "config": config, "quick": args.quick,
+        "note": report.QUICK_MARK if args.quick else None,
+        "backend": backend, "versions": _versions(),
+        "wall_seconds": time.time() - start,
+        "definitions": report.DEFINITIONS,
+        "files": ["results.json", "results.md"],
+        "summary": summary, "runs": runs,
+    }
+    # The results first, in one move: the plots come after them and can
+    # neither lose them nor leave them half written.
     os.makedirs(args.out, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".bench-", dir=args.out)
-    try:
-        written = ["results.json", "results.md"]
-        with open(os.path.join(staging, "results.md"), "w") as f:
-            f.write(table + "\n")
-        if not args.no_plots:
-            written += [os.path.basename(p) for p in
-                        report.plots(runs, summary, staging,
-                                     quick=args.quick)]
-        with open(os.path.join(staging, "results.json"), "w") as f:
-            json.dump({
-                "config": config, "quick": args.quick,
-                "note": report.QUICK_MARK if args.quick else None,
-                "backend": backend, "versions": _versions(),
-                "wall_seconds": time.time() - start,
-                "definitions": report.DEFINITIONS,
-                "files": written,
-                "summary": summary, "runs": runs,
-            }, f, indent=1)
-        _remove_previous_run(args.out)
-        for name in os.listdir(staging):
-            os.replace(os.path.join(staging, name),
-                       os.path.join(args.out, name))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    _remove_previous_run(args.out)
+    _write_into(args.out, {"results.md": table + "\n",
+                           "results.json": _json(results)})
     print("\n" + table)
+    if plot:
+        try:
+            plots = _plot_into(args.out, runs, summary, args.quick)
+        except ImportError as error:
+            print(f"keras-fip: note: no plots ({error}); the results are "
+                  f"saved in {args.out} (results.json, results.md). For the "
+                  f"plots, {BENCH_EXTRA}.", file=sys.stderr)
+        except KeyboardInterrupt:
+            print(f"keras-fip: interrupted while plotting; the results are "
+                  f"saved in {args.out} (results.json, results.md)",
+                  file=sys.stderr)
+            return 130
+        except Exception:
+            print(f"keras-fip: plotting failed; the results are saved in "
+                  f"{args.out} (results.json, results.md)", file=sys.stderr)
+            raise
+        else:
+            results["files"] += plots
+            _write_into(args.out, {"results.json": _json(results)})
+    elif not args.no_plots:
+        print(_no_plots_note(args.out), file=sys.stderr)
     print(f"wrote {args.out} in {time.time() - start:.0f} s")
     return 0
+
+
+def _json(results):
+    return json.dumps(results, indent=1)
+
+
+def _write_into(out, texts):
+    """Writes `{name: text}` into `out`, each file whole or not at all."""
+    staging = tempfile.mkdtemp(prefix=".bench-", dir=out)
+    try:
+        for name, text in texts.items():
+            with open(os.path.join(staging, name), "w") as f:
+                f.write(text)
+        for name in texts:
+            os.replace(os.path.join(staging, name), os.path.join(out, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _plot_into(out, runs, summary, quick):
+    """Draws the plots into `out`; returns their file names."""
+    from keras_fip.bench import report
+
+    staging = tempfile.mkdtemp(prefix=".bench-", dir=out)
+    try:
+        names = [os.path.basename(p) for p in
+                 report.plots(runs, summary, staging, quick=quick)]
+        for name in names:
+            os.replace(os.path.join(staging, name), os.path.join(out, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return names
 
 
 def _remove_previous_run(out):
@@ -207,6 +307,11 @@ def main(argv=None):
     except _ArgumentError as error:
         print(f"keras-fip: error: {error}", file=sys.stderr)
         return 2
+    try:
+        _check_requirements(args.streams)
+    except _MissingRequirement as error:
+        print(f"keras-fip: error: {error}", file=sys.stderr)
+        return 1
     try:
         return bench(args)
     except KeyboardInterrupt:

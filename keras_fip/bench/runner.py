@@ -6,8 +6,8 @@ import keras
 import numpy as np
 
 import keras_fip
-from keras_fip.bench.registry import make_optimizer as make_registered
 from keras_fip.bench.registry import STREAMS
+from keras_fip.bench.registry import make_optimizer as make_registered
 
 
 def run(stream_name, stream, method, seed, epochs, make_optimizer=None):
