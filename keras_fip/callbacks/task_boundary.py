@@ -57,8 +57,9 @@ def _check_data(task_id, x, y):
     labels = np.asarray(y)
     if labels.shape[:1] != (n,):
         raise ValueError(
-            f"Task {task_id} has {n} inputs but {labels.shape[0] if labels.ndim else 'no'} "
-            "labels: x and y must have the same number of samples."
+            f"Task {task_id} has {n} inputs but "
+            f"{labels.shape[0] if labels.ndim else 'no'} labels: x and y "
+            "must have the same number of samples."
         )
     if not (np.issubdtype(labels.dtype, np.integer)
             or np.issubdtype(labels.dtype, np.floating)
@@ -245,7 +246,8 @@ def remember_task(model, task_id, x, y=None):
     model.compile(optimizer=keras_fip.FIPOptimizer(keras.optimizers.Adam()),
                   loss="sparse_categorical_crossentropy")
     keras_fip.callbacks.remember_task(model, 0, x_a, y_a)
-    model.fit(x_b, y_b, callbacks=[keras_fip.callbacks.TaskBoundary(1, x_b, y_b)])
+    model.fit(x_b, y_b,
+              callbacks=[keras_fip.callbacks.TaskBoundary(1, x_b, y_b)])
     ```
     """
     boundary = TaskBoundary(task_id, x, y)
