@@ -189,7 +189,7 @@ def child(method, config, steps, repeats, capacity, top_k, lora_rank):
     import numpy as np
 
     import keras_fip
-    from keras_fip import anchor_storage
+    from keras_fip import anchors as anchor_storage
     from keras_fip import language
 
     settings = CONFIGS[config]

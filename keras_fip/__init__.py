@@ -17,7 +17,7 @@ import sys
 
 from keras_fip.version import __version__
 
-_MODULES = ("anchor_storage", "attacks", "baselines", "callbacks",
+_MODULES = ("anchors", "attacks", "baselines", "callbacks", "heads", "nested",
             "continual_metrics", "datasets", "ensembles",
             "distances", "evaluation", "geometry", "hub", "language", "saving",
             "sparsity", "terms", "weight_space")

@@ -19,6 +19,13 @@ step θ, so minimising it keeps θᵀ g θ small for a metric g:
 - `"squared_l2"`: D = Σ_c (y_c − y_anchor_c)² on the raw outputs (logits),
   whose metric is g = JᵀJ, the paper's text.
 - `"kl"`: D = KL(q ‖ p) = Σ_c q_c (log q_c − log p_c); g = ½ Fisher metric.
+- `"bernoulli_bhattacharyya"` and `"bernoulli_kl"`: for sigmoid units (one
+  binary label, or several independent labels), each unit u is its own
+  Bernoulli distribution p_u = σ(y_u); D = Σ_u D_Bernoulli(p_u, q_u). A
+  softmax over independent units would compare the wrong distribution.
+
+Every distance is computed in float32, whatever the model's dtype policy
+(`"bfloat16"`, `"mixed_float16"`): the outputs are cast first.
 
 Example:
 
@@ -33,7 +40,10 @@ distances.get("kl")(y + 1.0, y)          # ≈ 0: softmax is shift-invariant
 
 from keras import ops
 
-DISTANCES = ("bhattacharyya", "squared_l2", "kl")
+DISTANCES = ("bhattacharyya", "squared_l2", "kl", "bernoulli_bhattacharyya",
+             "bernoulli_kl")
+#: The distances that compare class distributions over the last axis.
+CLASS_DISTANCES = ("bhattacharyya", "kl")
 
 
 def _probabilities(y, from_logits):
@@ -44,6 +54,22 @@ def _log_probabilities(y, from_logits):
     if from_logits:
         return ops.log_softmax(y, axis=-1)
     return ops.log(ops.maximum(y, 1e-30))
+
+
+def _floored(distance):
+    """`distance` with its value floored at 0 and its gradient unchanged.
+
+    Round-off (and the reference code's eps) can put a distance a hair
+    below 0 near the anchor; the value a user reads is never negative,
+    while the step follows the distance's own gradient.
+    """
+    return _valued(distance, distance)
+
+
+def _valued(differentiated, value):
+    """`value` forward (floored at 0), `differentiated`'s gradient back."""
+    return differentiated + ops.stop_gradient(
+        ops.maximum(value, 0.0) - differentiated)
 
 
 def bhattacharyya(y, y_anchor, from_logits=True):
@@ -63,6 +89,14 @@ def bhattacharyya(y, y_anchor, from_logits=True):
         −log Σ_c exp((log p_c + log q_c) / 2): V · sqrt(eps) of the
         reference rule would swamp near-uniform tokens. D is then 0 at the
         anchor (to float round-off).
+
+        The reference rule's eps makes −log Σ_c sqrt(p_c q_c + eps)
+        negative near the anchor (about −0.005 per sample for 10
+        near-uniform classes). The *value* returned is therefore the exact
+        Bhattacharyya distance −log Σ_c sqrt(p_c q_c) (≥ 0, 0 only at the
+        anchor; floored at 0 against round-off), while the *gradient*, and
+        so every step, is the reference rule's (eps keeps it finite where
+        a probability vanishes).
     """
     if len(y.shape) > 2:
         # Per-token distributions over a vocabulary, in log space with no
@@ -71,13 +105,15 @@ def bhattacharyya(y, y_anchor, from_logits=True):
         log_p = _log_probabilities(ops.cast(y, "float32"), from_logits)
         log_q = ops.stop_gradient(
             _log_probabilities(ops.cast(y_anchor, "float32"), from_logits))
-        return -ops.logsumexp(0.5 * (log_p + log_q), axis=-1)
+        return _floored(-ops.logsumexp(0.5 * (log_p + log_q), axis=-1))
     p = _probabilities(ops.cast(y, "float32"), from_logits)
     q = ops.stop_gradient(
         _probabilities(ops.cast(y_anchor, "float32"), from_logits)
     )
     eps = ops.maximum(1e-10, 1e-3 * ops.min(q))
-    return -ops.log(ops.sum(ops.sqrt(p * q + eps), axis=-1))
+    reference = -ops.log(ops.sum(ops.sqrt(p * q + eps), axis=-1))
+    exact = -ops.log(ops.sum(ops.sqrt(p * q), axis=-1))
+    return _valued(reference, exact)
 
 
 def squared_l2(y, y_anchor, from_logits=True):
@@ -118,13 +154,69 @@ def kl(y, y_anchor, from_logits=True):
     else:
         log_p = ops.log(ops.maximum(y, 1e-12))
         log_q = ops.log(ops.maximum(y_anchor, 1e-12))
-    return ops.sum(ops.exp(log_q) * (log_q - log_p), axis=-1)
+    return _floored(ops.sum(ops.exp(log_q) * (log_q - log_p), axis=-1))
+
+
+def _bernoulli_log_probabilities(y, from_logits):
+    """`(log p, log(1 − p))` per unit, float32, stable for logits."""
+    y = ops.cast(y, "float32")
+    if from_logits:
+        return ops.log_sigmoid(y), ops.log_sigmoid(-y)
+    y = ops.clip(y, 1e-7, 1.0 - 1e-7)
+    return ops.log(y), ops.log(1.0 - y)
+
+
+def bernoulli_bhattacharyya(y, y_anchor, from_logits=True):
+    """Bhattacharyya distance between independent Bernoulli units, summed.
+
+    D = Σ_u −log(√(p_u q_u) + √((1 − p_u)(1 − q_u))), p = σ(y), q = σ(y_anchor),
+    computed in log space; ≥ 0, and 0 exactly at the anchor. Near the anchor
+    D ≈ ⅛ Σ_u δp_u² / (q_u (1 − q_u)): ⅛ of the Bernoulli Fisher metric.
+
+    Args:
+        y: current outputs, shape `(batch, ..., units)` (logits, or
+            probabilities with `from_logits=False`).
+        y_anchor: anchor outputs, same shape (held constant).
+        from_logits: whether the outputs are logits (sigmoid is applied).
+
+    Returns:
+        Tensor of shape `y.shape[:-1]`.
+    """
+    log_p, log_not_p = _bernoulli_log_probabilities(y, from_logits)
+    log_q, log_not_q = (ops.stop_gradient(t) for t in
+                        _bernoulli_log_probabilities(y_anchor, from_logits))
+    coefficient = ops.logaddexp(0.5 * (log_p + log_q),
+                                0.5 * (log_not_p + log_not_q))
+    return ops.sum(_floored(-coefficient), axis=-1)
+
+
+def bernoulli_kl(y, y_anchor, from_logits=True):
+    """KL(anchor ‖ current) between independent Bernoulli units, summed.
+
+    D = Σ_u q_u (log q_u − log p_u) + (1 − q_u)(log(1 − q_u) − log(1 − p_u)).
+
+    Args:
+        y: current outputs, shape `(batch, ..., units)`.
+        y_anchor: anchor outputs, same shape (held constant).
+        from_logits: whether the outputs are logits.
+
+    Returns:
+        Tensor of shape `y.shape[:-1]`.
+    """
+    log_p, log_not_p = _bernoulli_log_probabilities(y, from_logits)
+    log_q, log_not_q = (ops.stop_gradient(t) for t in
+                        _bernoulli_log_probabilities(y_anchor, from_logits))
+    per_unit = (ops.exp(log_q) * (log_q - log_p)
+                + ops.exp(log_not_q) * (log_not_q - log_not_p))
+    return ops.sum(_floored(per_unit), axis=-1)
 
 
 _BY_NAME = {
     "bhattacharyya": bhattacharyya,
     "squared_l2": squared_l2,
     "kl": kl,
+    "bernoulli_bhattacharyya": bernoulli_bhattacharyya,
+    "bernoulli_kl": bernoulli_kl,
 }
 
 
@@ -132,7 +224,7 @@ def get(identifier):
     """Returns the distance function named `identifier`.
 
     Args:
-        identifier: one of `"bhattacharyya"`, `"squared_l2"`, `"kl"`.
+        identifier: one of `DISTANCES`.
 
     Raises:
         ValueError: for any other name.
@@ -213,15 +305,16 @@ def check_output_shape(distance, shape):
             besides the batch axis (any distance).
     """
     shape = tuple(shape)
-    if distance in ("bhattacharyya", "kl"):
+    if distance in CLASS_DISTANCES:
         if len(shape) < 2 or (shape[-1] is not None and shape[-1] < 2):
             raise ValueError(
                 f"distance={distance!r} compares class distributions and "
                 "needs model outputs of shape (batch, num_classes) or, for "
                 "a language model, (batch, sequence, vocabulary), with at "
                 "least 2 classes on the last axis; the model outputs shape "
-                f"{shape}. Use distance='squared_l2' for other outputs, or "
-                "protect a classifier head."
+                f"{shape}. For sigmoid units (binary or multi-label) use "
+                "distance='bernoulli_bhattacharyya'; for real values "
+                "'squared_l2'; or leave distance='auto' to follow the loss."
             )
     elif len(shape) < 2:
         raise ValueError(

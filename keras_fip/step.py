@@ -10,6 +10,7 @@ by every term that asks.
 from keras import ops
 
 from keras_fip import backend as fip_backend
+from keras_fip import nested
 from keras_fip.geometry import metric_vector_product_values
 
 
@@ -62,40 +63,62 @@ class Step:
         return ops.greater(self.memory.num_active.value, 0)
 
     def memory_batch(self):
-        """`(inputs, anchors, labels)`: this step's memory batch.
+        """`(inputs, anchor_leaves, labels)`: this step's memory batch.
 
         Drawn (and the memory's cursor advanced) once per step, however
-        many terms ask. `anchors` as the memory keeps them (see
-        `keras_fip.Memory.next_batch`; `None` for a weight snapshot, which
-        `memory_gradient` runs).
+        many terms ask. `anchor_leaves` are the per-sample anchor arrays as
+        the memory keeps them; `anchors()` turns them into one
+        `keras_fip.anchors.Anchor` per output head.
         """
         if self._batch is None:
-            self._batch = self.memory.next_batch(
-                self.optimizer.memory_batch_size)
+            memory = self.memory
+            self._batch = memory.gather(
+                memory.next_indices(self.optimizer.memory_batch_size))
         return self._batch
 
-    def memory_gradient(self, loss_fn, with_inputs=False):
-        """`(loss, grads)` of a loss of the model's outputs on the batch.
+    def anchors(self):
+        """One `keras_fip.anchors.Anchor` per output head for the batch.
 
-        With a snapshot memory the anchors are the outputs of the weights
+        With a weight snapshot the anchors are the outputs of the weights
         at the task's start, f(x; w₀): one extra forward pass (inference
-        mode, no gradient) on the batch.
+        mode, no gradient) on the batch; call it where that pass should
+        run (inside the memory branch).
+        """
+        model, _, state = self._model_view()
+        inputs, leaves, _ = self.memory_batch()
+
+        def forward(weights, x):
+            outputs, _ = model.stateless_call(weights, state, x,
+                                              training=False)
+            return outputs
+
+        return self.memory.storage.batch(leaves, inputs, self.memory,
+                                         forward)
+
+    def memory_gradient(self, loss_fn, with_inputs=False,
+                        anchor_objects=False):
+        """`(loss, grads)` of a loss of the model's outputs on the batch.
 
         Args:
             loss_fn: `loss_fn(outputs, anchors, labels)`, a scalar;
-                `outputs` are the model's, in inference mode, at `values`.
+                `outputs` are the model's (a tensor, or the structure of
+                its heads), in inference mode, at `values`.
             with_inputs: also pass the batch's inputs, as
                 `loss_fn(..., inputs=inputs)` (for a padding mask).
+            anchor_objects: pass `anchors` as the list of
+                `keras_fip.anchors.Anchor` (one per head) instead of the
+                anchor outputs in the structure of the model's outputs.
 
         Returns:
             The loss (float32) and its gradient with respect to every
             variable, in the order of `variables` and in their dtypes
             (zeros for variables the model's outputs do not use).
         """
-        model, _, state = self._model_view()
-        inputs, anchors, labels = self.memory_batch()
-        if anchors is None:
-            anchors = self._snapshot_outputs(model, state, inputs)
+        inputs, _, labels = self.memory_batch()
+        anchors = self.anchors()
+        if not anchor_objects:
+            anchors = nested.pack(self.memory.output_structure,
+                                  [a.outputs for a in anchors])
         extra = {"inputs": inputs} if with_inputs else {}
         return self.outputs_gradient(
             inputs, lambda outputs: loss_fn(outputs, anchors, labels,
@@ -161,13 +184,6 @@ class Step:
             model, [self.values[i] for i in order], state, inputs,
             [vector[i] for i in order], metric, reduction)
         return self._from_model(order, product)
-
-    def _snapshot_outputs(self, model, state, inputs):
-        """f(x; w₀) from the memory's weight snapshot (held constant)."""
-        snapshot = [v.value for v in self.memory.snapshot_weights]
-        outputs, _ = model.stateless_call(snapshot, state, inputs,
-                                          training=False)
-        return ops.stop_gradient(outputs)
 
     def _model_view(self):
         model = self.optimizer._require_model()

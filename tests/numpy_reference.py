@@ -68,7 +68,11 @@ def fip_trace(params, x, y, memory_x, order, steps, batch_size,
         eps = max(1e-10, 1e-3 * q.min())
         root = np.sqrt(pm * q + eps)
         s = root.sum(-1, keepdims=True)
-        invariance = float(np.sum(-np.log(s)))
+        # The value is the exact distance −log Σ sqrt(p q), floored at 0
+        # (keras_fip.distances.bhattacharyya); the gradient below is the
+        # reference code's, with eps.
+        exact = -np.log(np.sqrt(pm * q).sum(-1))
+        invariance = float(np.sum(np.maximum(exact, 0.0)))
         d_p = -(q / (2.0 * root)) / s
         d_logits_m = pm * (d_p - np.sum(d_p * pm, -1, keepdims=True))
         g_inv = _backward(params, xm, pre_m, hidden_m, d_logits_m)

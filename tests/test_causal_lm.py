@@ -8,7 +8,7 @@ import pytest
 from keras import ops
 
 import keras_fip
-from keras_fip import anchor_storage
+from keras_fip import anchors as anchor_storage
 from keras_fip import backend as fip_backend
 from keras_fip import distances
 from keras_fip.arrays import as_numpy
@@ -159,6 +159,7 @@ def test_top_k_anchors_agree_with_full_anchors_within_the_bound():
 # ----------------------------------------------------------------------
 # The memory of a CausalLM (raw strings through the preprocessor)
 # ----------------------------------------------------------------------
+@pytest.mark.large
 def test_causal_lm_memory_stores_token_ids_and_masks_and_generates():
     lm = _causal_lm()
     fip = _compile_fip(lm, storage="outputs")
@@ -210,6 +211,7 @@ def test_auto_storage_follows_the_documented_rule():
     assert resolve("top_k", 200, (10,), 10) == "top_k"
 
 
+@pytest.mark.large
 def test_snapshot_anchors_equal_stored_anchors_at_the_start_of_a_task():
     stored, snapshot = _causal_lm(), _causal_lm()
     _compile_fip(stored, storage="outputs")
@@ -257,6 +259,7 @@ def test_save_load_and_restore_optimizer_keep_the_memory(tmp_path, storage):
 # ----------------------------------------------------------------------
 # FIP with LoRA
 # ----------------------------------------------------------------------
+@pytest.mark.large
 def test_fip_with_lora_updates_only_the_adapters_and_keeps_old_outputs(
         tmp_path):
     def adapted(with_fip):
@@ -362,15 +365,19 @@ def test_storages_a_term_or_policy_cannot_use_are_refused():
             remember_task(lm, 0, TEXT_A[:4])
 
 
-def test_outputs_a_distance_cannot_use_are_refused():
+@pytest.mark.parametrize("distance, match", [
+    ("bhattacharyya", "num_classes"), ("auto", r"\(batch, 1\)")])
+def test_outputs_a_distance_cannot_use_are_refused(distance, match):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1),
                               keras.layers.Reshape(())])
     model.compile(optimizer=keras_fip.FIPOptimizer(
-        keras.optimizers.Adam(), memory=keras_fip.Memory(4)), loss="mse")
-    with pytest.raises(ValueError, match="num_classes"):
+        keras.optimizers.Adam(), memory=keras_fip.Memory(4),
+        distance=distance), loss="mse")
+    with pytest.raises(ValueError, match=match):
         remember_task(model, 0, np.ones((4, 3), "float32"))
 
 
+@pytest.mark.large
 def test_reference_kl_penalises_drift_on_the_new_inputs(tmp_path):
     lm = _causal_lm()
     kl = keras_fip.baselines.ReferenceKLOptimizer(

@@ -1,6 +1,8 @@
+import keras
 import numpy as np
 import pytest
 
+from keras_fip import backend as fip_backend
 from keras_fip import distances
 from keras_fip.arrays import as_numpy
 
@@ -17,8 +19,8 @@ A = RNG.normal(size=(5, 4)).astype("float32")
 
 def test_bhattacharyya_matches_formula():
     p, q = _softmax(Y.astype("float64")), _softmax(A.astype("float64"))
-    eps = max(1e-10, 1e-3 * q.min())
-    expected = -np.log(np.sqrt(p * q + eps).sum(-1))
+    # eps enters only the gradient (test below).
+    expected = -np.log(np.sqrt(p * q).sum(-1))
     got = as_numpy(distances.bhattacharyya(Y, A))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
@@ -57,12 +59,43 @@ def test_anchor_is_the_minimum(name):
     at_anchor = as_numpy(distances.get(name)(Y, Y))
     moved = as_numpy(distances.get(name)(Y + 0.3 * A, Y))
     assert np.all(at_anchor < moved)
-    if name == "bhattacharyya":  # the reference eps shifts it below 0
-        q = _softmax(Y.astype("float64"))
-        expected = -np.log(np.sqrt(q * q + max(1e-10, 1e-3 * q.min())).sum(-1))
-        np.testing.assert_allclose(at_anchor, expected, rtol=1e-3)
-    else:
-        np.testing.assert_allclose(at_anchor, 0.0, atol=1e-6)
+    # Bhattacharyya's value is the exact distance (the reference eps would
+    # put it below 0 there): every distance is 0 at the anchor.
+    np.testing.assert_allclose(at_anchor, 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", distances.DISTANCES)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_distances_are_never_negative_in_any_dtype(name, dtype):
+    # Near-uniform outputs are where the reference eps made the
+    # Bhattacharyya value negative (-0.005 a sample for 10 classes); low
+    # precision outputs are cast to float32 first.
+    rng = np.random.default_rng(1)
+    anchor = keras.ops.cast(0.01 * rng.normal(size=(64, 10)), dtype)
+    for scale in (0.0, 1e-3, 1e-2, 1.0):
+        moved = keras.ops.cast(
+            keras.ops.cast(anchor, "float32")
+            + scale * rng.normal(size=(64, 10)), dtype)
+        value = as_numpy(distances.get(name)(moved, anchor))
+        assert value.dtype == np.float32
+        assert np.all(value >= 0.0), (name, dtype, scale, value.min())
+
+
+def test_bhattacharyya_gradient_is_the_reference_codes():
+    # The value is the exact distance; the gradient is the reference
+    # rule's, −∇ log Σ sqrt(p q + eps).
+    q_logits = keras.ops.convert_to_tensor(A)
+    y = keras.ops.convert_to_tensor(Y)
+    p, q = _softmax(Y.astype("float64")), _softmax(A.astype("float64"))
+    eps = max(1e-10, 1e-3 * q.min())
+    root = np.sqrt(p * q + eps)
+    d_p = -(q / (2.0 * root)) / root.sum(-1, keepdims=True)
+    expected = p * (d_p - np.sum(d_p * p, -1, keepdims=True))
+    _, (grad,) = fip_backend.value_and_grad(
+        lambda ys: keras.ops.sum(distances.bhattacharyya(ys[0], q_logits)),
+        [y])
+    np.testing.assert_allclose(as_numpy(grad), expected, rtol=1e-3,
+                               atol=1e-6)
 
 
 def test_unknown_distance_is_rejected():

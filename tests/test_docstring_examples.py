@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 import keras_fip
-from keras_fip import anchor_storage
+from keras_fip import anchors
 from keras_fip import baselines
 from keras_fip import continual_metrics
 from keras_fip import distances
@@ -28,7 +28,10 @@ EXAMPLES = {
        for name in keras_fip.terms.__all__
        if name not in ("MemoryTerm", "DirectionTerm", "PathStartTerm")},
     "Memory": keras_fip.Memory,
-    "anchor_storage": anchor_storage,
+    "anchors": anchors,
+    "anchors.top_k": anchors.top_k,
+    "heads": keras_fip.heads,
+    "nested": keras_fip.nested,
     # generate_samples's example makes the calls of test_language's
     # generation test; compiling generation once more costs JAX ~5 s.
     "language": language,

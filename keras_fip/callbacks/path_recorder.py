@@ -3,11 +3,9 @@
 import keras
 import numpy as np
 
-from keras_fip import distances
 from keras_fip import geometry
 from keras_fip.evaluation import EvalSets
 from keras_fip.evaluation import find_continual_optimizer
-from keras_fip.evaluation import predict_outputs
 from keras_fip.arrays import as_numpy
 
 
@@ -148,13 +146,7 @@ class PathRecorder(keras.callbacks.Callback):
         )
         if fip is None or not fip.memory.is_active:
             return float("nan")
-        inputs, _, _, anchors = fip.memory.stored()
-        outputs = predict_outputs(model, inputs, self.batch_size,
-                                  preprocess=False)
-        per_sample = distances.get(fip.distance)(
-            outputs, anchors, from_logits=fip.from_logits
-        )
-        return float(np.mean(as_numpy(per_sample)))
+        return fip.invariance_term.drift(fip.memory, model, self.batch_size)
 
     def _metric_record(self, model, move):
         """The metric increment and subspace share of `move`, then the

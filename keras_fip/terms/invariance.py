@@ -1,34 +1,56 @@
 """`Invariance`: FIP's metric term θᵀgθ, measured on the memory."""
 
 import keras
+import numpy as np
 from keras import ops
 
-from keras_fip import anchor_storage
 from keras_fip import distances
+from keras_fip import heads as output_heads
+from keras_fip import nested
+from keras_fip.anchors import Anchor
+from keras_fip.arrays import as_numpy
 from keras_fip.checks import check_number
 from keras_fip.terms.memory_term import MemoryTerm
 
 REDUCTIONS = ("sum", "mean")
 
 
+def _check_distance(distance):
+    if distance == "auto":
+        return
+    if isinstance(distance, dict):
+        for value in distance.values():
+            _check_distance(value)
+        return
+    distances.get(distance)
+
+
 @keras.saving.register_keras_serializable(package="keras_fip")
 class Invariance(MemoryTerm):
-    """d ← d + λ ∇_w Σ_{x ∈ memory batch} D(f(x; w), f(x; w₀)).
+    """d ← d + λ ∇_w Σ_{x ∈ memory batch} Σ_heads D(f(x; w), f(x; w₀)).
 
     As in the paper's reference code, the output-space movement θᵀ g θ of
     FIP's step is measured by an output distance D between the network and
-    its anchor w₀ (the outputs stored in the memory) on a batch of
-    protected inputs; near the anchor D is the quadratic form of g (the
-    softmax Fisher for the Bhattacharyya and KL distances, JᵀJ for squared
-    L2 on logits).
+    its anchor w₀ (`keras_fip.anchors`) on a batch of protected inputs;
+    near the anchor D is the quadratic form of g (the softmax Fisher for
+    the Bhattacharyya and KL distances, JᵀJ for squared L2 on logits).
+
+    A model with several outputs (a dict or list of heads) has each
+    protected head compared by its own distance, and the per-head distances
+    of a sample summed.
 
     Args:
-        distance: `"bhattacharyya"` (the reference code, default), `"kl"`
-            or `"squared_l2"` (on logits). See `keras_fip.distances`.
-        reduction: `"sum"` over the memory batch (the reference code: the
-            invariance weight grows with the memory batch) or `"mean"`.
-        from_logits: whether the model outputs logits (softmax is applied
-            before the distribution distances) or probabilities.
+        distance: `"auto"` (default: each head's distance follows its
+            compiled loss, `keras_fip.heads`: class scores →
+            `"bhattacharyya"`, sigmoid units → `"bernoulli_bhattacharyya"`,
+            regression → `"squared_l2"`), one name of
+            `keras_fip.distances.DISTANCES` for every head, or a dict
+            `{head name: distance}`.
+        reduction: `"sum"` over the memory batch (default; the reference
+            code: the invariance weight grows with the memory batch) or
+            `"mean"`.
+        from_logits: `None` (default: from each head's output activation,
+            else its loss), or a bool for every head, or a dict per head.
         token_reduction: for sequence outputs `(batch, sequence,
             vocabulary)` (a `keras_hub.models.CausalLM`), how a sequence's
             per-token distances make its D(x): `"mean"` (default) over its
@@ -36,14 +58,12 @@ class Invariance(MemoryTerm):
             input `mask_key`) contribute nothing. See
             `keras_fip.distances.per_sample`.
         mask_key: the key of the padding mask among dict memory inputs
-            (KerasHub's `"padding_mask"`); `None` counts every position.
-        weight: λ ≥ 0, the weight of the term (1 for FIP, whose balance is
-            set by β on the task gradient instead).
-
-    With `Memory(anchor_storage="top_k")` the distance is taken between the
-    coarse-grained distributions of the anchor's top-k classes and the tail
-    (`keras_fip.anchor_storage.coarse_grained`); with `"snapshot"` the
-    anchors are recomputed each step from the weights at the task's start.
+            (default KerasHub's `"padding_mask"`); `None` counts every
+            position.
+        weight: λ ≥ 0, the weight of the term (default 1: FIP, whose
+            balance is set by β on the task gradient instead).
+        heads: `None` (default: every output head) or the names of the
+            heads to protect (dict keys, or output layer names).
 
     Example:
 
@@ -54,19 +74,32 @@ class Invariance(MemoryTerm):
     """
 
     loss_name = "memory_loss"
+    needs_inputs = True
+    needs_stored_outputs = False
+    multi_head = True
 
-    def __init__(self, distance="bhattacharyya", reduction="sum",
-                 from_logits=True, token_reduction="mean",
-                 mask_key="padding_mask", weight=1.0):
-        distances.get(distance)
+    def __init__(self, distance="auto", reduction="sum",
+                 from_logits=None, token_reduction="mean",
+                 mask_key="padding_mask", weight=1.0, heads=None):
+        _check_distance(distance)
         if reduction not in REDUCTIONS:
             raise ValueError(
                 f"Unknown reduction {reduction!r}. Expected 'sum' (the "
                 "reference code) or 'mean'."
             )
+        if from_logits is not None and not isinstance(from_logits, dict):
+            from_logits = bool(from_logits)
+        if heads is not None:
+            if isinstance(heads, str) or not all(
+                    isinstance(h, str) for h in heads) or not heads:
+                raise TypeError(
+                    "`heads` must be None (every output head) or a "
+                    f"non-empty list of head names; got {heads!r}.")
+            heads = list(heads)
         self.distance = distance
         self.reduction = reduction
-        self.from_logits = bool(from_logits)
+        self.from_logits = from_logits
+        self.heads = heads
         self.token_reduction = distances.check_token_reduction(
             token_reduction)
         if mask_key is not None and not isinstance(mask_key, str):
@@ -74,32 +107,46 @@ class Invariance(MemoryTerm):
                 f"`mask_key` must be a string or None; got {mask_key!r}.")
         self.mask_key = mask_key
         self.weight = check_number("weight", weight)
-
-    needs_inputs = True
-    anchor_storages = ("outputs", "top_k", "snapshot")
+        self.protected = None
 
     def check_outputs(self, shape):
-        distances.check_output_shape(self.distance, shape)
+        if isinstance(self.distance, str) and self.distance != "auto":
+            distances.check_output_shape(self.distance, shape)
 
-    def check_memory(self, memory):
-        super().check_memory(memory)
-        if memory.anchor_storage == "top_k" and self.distance not in (
-                "bhattacharyya", "kl"):
-            raise ValueError(
-                "Memory(anchor_storage='top_k') keeps the anchor's largest "
-                "class probabilities, which only the distribution "
-                f"distances use; this term's distance is {self.distance!r}."
-                " Use distance='bhattacharyya' or 'kl', or "
-                "anchor_storage='outputs' / 'snapshot'.")
+    def resolve(self, model, memory):
+        """Which heads are protected, and how each is compared.
+
+        Called when the optimizer is bound to `model` (before the step is
+        traced); sets `protected`, a list of `keras_fip.heads.Head`.
+        """
+        self.protected = output_heads.resolve(
+            model, memory.output_structure, self.distance, self.from_logits,
+            self.heads)
+        return self.protected
+
+    def check_memory(self, memory, model=None):
+        super().check_memory(memory, model)
+        if model is not None:
+            self.resolve(model, memory)
+        if self.protected is None:
+            return
+        shapes = memory.output_shapes
+        for head in self.protected:
+            distances.check_output_shape(head.distance,
+                                         (None, *shapes[head.index]))
+            memory.storage.check_distance(head.distance)
         mask_shape = self._mask_shape(memory.spec)
-        positions = tuple(memory.spec["outputs"]["shape"][:-1])
-        if mask_shape is not None and positions and mask_shape != positions:
-            raise ValueError(
-                f"The memory input {self.mask_key!r} (per-sample shape "
-                f"{mask_shape}) does not match the model's output positions "
-                f"{positions}: the padding mask must have one entry per "
-                "output token. Pass the preprocessor's padding mask, or "
-                "mask_key=None to count every position.")
+        for head in self.protected:
+            positions = tuple(shapes[head.index][:-1])
+            if mask_shape is not None and positions and \
+                    mask_shape != positions:
+                raise ValueError(
+                    f"The memory input {self.mask_key!r} (per-sample shape "
+                    f"{mask_shape}) does not match the output positions "
+                    f"{positions} of head {head.name!r}: the padding mask "
+                    "must have one entry per output token. Pass the "
+                    "preprocessor's padding mask, or mask_key=None to count "
+                    "every position.")
 
     def _mask_shape(self, spec):
         structure = spec["input_structure"]
@@ -108,8 +155,7 @@ class Invariance(MemoryTerm):
             return None
         # The structure's leaves are not reliable positions on every
         # backend's tree implementation: pack positions as the memory does.
-        positions = keras.tree.pack_sequence_as(
-            structure, list(range(len(spec["inputs"]))))
+        positions = nested.pack(structure, range(len(spec["inputs"])))
         return tuple(spec["inputs"][positions[self.mask_key]]["shape"])
 
     def _mask(self, inputs, per_position):
@@ -118,18 +164,73 @@ class Invariance(MemoryTerm):
             return None
         return inputs[self.mask_key]
 
+    def per_sample(self, outputs, anchors, inputs=None):
+        """D(x) for each protected input: the sum over protected heads.
+
+        Args:
+            outputs: the model's outputs (a tensor or structure of heads).
+            anchors: one `keras_fip.anchors.Anchor` per head (or anchor
+                output tensors in the structure of `outputs`).
+            inputs: the inputs (for the padding mask).
+
+        Returns:
+            A float32 tensor of shape `(batch,)`.
+        """
+        protected = self.protected or self._single_head()
+        if not all(isinstance(a, Anchor) for a in anchors):
+            anchors = [Anchor(ops.stop_gradient(a))
+                       for a in nested.flatten_tensors(anchors)]
+        heads = nested.flatten_tensors(outputs)
+        total = None
+        for head in protected:
+            per_position = anchors[head.index].distance(
+                distances.get(head.distance), heads[head.index],
+                head.from_logits)
+            per_sample = distances.per_sample(
+                per_position, self._mask(inputs, per_position),
+                self.token_reduction)
+            total = per_sample if total is None else total + per_sample
+        return total
+
+    def drift(self, memory, model, batch_size=256):
+        """The mean D(x) over the stored samples, host side.
+
+        The same distance the step minimises (every protected head, the
+        padding mask, the anchors as the memory keeps them), averaged over
+        the memory: how far the protected outputs moved from their anchors.
+
+        Args:
+            memory: an active memory.
+            model: the protected model, as it is now.
+            batch_size: samples per forward pass.
+        """
+        if self.protected is None:
+            self.resolve(model, memory)
+        total, n = 0.0, memory.size
+        for start in range(0, n, batch_size):
+            rows = np.arange(start, min(start + batch_size, n))
+            inputs = memory.stored_inputs(rows)
+            outputs = model(inputs, training=False)
+            anchors = memory.storage.anchors_of_rows(memory, model, rows,
+                                                     inputs)
+            total += float(np.sum(as_numpy(
+                self.per_sample(outputs, anchors, inputs))))
+        return total / max(n, 1)
+
+    def _single_head(self):
+        """The one head of a model not bound yet, when the distance is
+        named (a term used on its own, outside an optimizer)."""
+        if not isinstance(self.distance, str) or self.distance == "auto":
+            raise ValueError(
+                "The Invariance term does not know the model's heads yet: "
+                "the optimizer must be bound to the model first "
+                "(TaskBoundary or remember_task does it, or "
+                "optimizer.bind(model, x)), or name the distance.")
+        logits = True if self.from_logits is None else self.from_logits
+        return [output_heads.Head(0, "output", self.distance, logits)]
+
     def loss(self, outputs, anchors, labels, inputs=None):
-        distance = distances.get(self.distance)
-        if isinstance(anchors, (tuple, list)):  # top-k anchors
-            p, q = anchor_storage.coarse_grained(
-                outputs, *anchors, from_logits=self.from_logits)
-            per_position = distance(p, q, from_logits=False)
-        else:
-            per_position = distance(outputs, anchors,
-                                    from_logits=self.from_logits)
-        per_sample = distances.per_sample(
-            per_position, self._mask(inputs, per_position),
-            self.token_reduction)
+        per_sample = self.per_sample(outputs, anchors, inputs)
         if self.reduction == "sum":
             total = ops.sum(per_sample)
         else:
@@ -143,4 +244,5 @@ class Invariance(MemoryTerm):
         return {"distance": self.distance, "reduction": self.reduction,
                 "from_logits": self.from_logits,
                 "token_reduction": self.token_reduction,
-                "mask_key": self.mask_key, "weight": self.weight}
+                "mask_key": self.mask_key, "weight": self.weight,
+                "heads": self.heads}

@@ -37,14 +37,19 @@ class MemoryTerm(DirectionTerm):
     #: Whether `loss` also takes the memory batch's inputs (`inputs=`), e.g.
     #: for a padding mask.
     needs_inputs = False
-    #: The `Memory(anchor_storage=...)` forms whose anchors `loss` can use.
-    anchor_storages = ("outputs",)
+    #: Whether `loss` reads the full anchor outputs (DER++'s logits) and
+    #: the outputs each sample had when stored; `False`: it takes one
+    #: `keras_fip.anchors.Anchor` per head and measures a distance.
+    needs_stored_outputs = True
+    #: Whether `loss` handles a model with several output heads.
+    multi_head = False
 
     def loss(self, outputs, anchors, labels):
         """The scalar loss of the model's `outputs` on a memory batch.
 
-        `anchors` are the anchor outputs (a tensor), or for a memory with
-        `anchor_storage="top_k"` the pair `(indices, log_probs)`.
+        `anchors` are the anchor outputs (a tensor, in the structure of
+        `outputs`), or with `needs_stored_outputs = False` a list of
+        `keras_fip.anchors.Anchor`, one per output head.
         """
         raise NotImplementedError
 
@@ -56,14 +61,30 @@ class MemoryTerm(DirectionTerm):
     def check_outputs(self, shape):
         """Raises if `loss` cannot use model outputs of `shape`."""
 
-    def check_memory(self, memory):
-        """Raises if `loss` cannot use the built `memory`'s anchors."""
-        self.check_outputs((None, *memory.spec["outputs"]["shape"]))
-        if memory.anchor_storage not in self.anchor_storages:
+    def check_memory(self, memory, model=None):
+        """Raises if `loss` cannot use the built `memory`'s anchors.
+
+        Args:
+            memory: the built memory.
+            model: the protected model, when bound (to read its heads).
+        """
+        shapes = memory.output_shapes
+        if len(shapes) > 1 and not self.multi_head:
             raise ValueError(
-                f"{type(self).__name__} needs the memory's anchors stored as "
-                f"{' or '.join(repr(s) for s in self.anchor_storages)}; "
-                f"the memory keeps them as {memory.anchor_storage!r}. Pass "
+                f"{type(self).__name__} works on a model with one output; "
+                f"this one returns {len(shapes)} output heads. Protect "
+                "several heads with FIPOptimizer (its Invariance term "
+                "compares every head), or build a model that returns the "
+                "one head to protect.")
+        for shape in shapes:
+            self.check_outputs((None, *shape))
+        storage = memory.storage
+        if self.needs_stored_outputs and not (storage.full_outputs
+                                              and storage.per_sample):
+            raise ValueError(
+                f"{type(self).__name__} reads the outputs each sample had "
+                "when it was stored; the memory keeps its anchors as "
+                f"{memory.anchor_storage!r}. Pass "
                 "keras_fip.Memory(capacity, anchor_storage='outputs').")
 
     def build(self, optimizer, variables):
@@ -81,7 +102,7 @@ class MemoryTerm(DirectionTerm):
 
     def begin_task(self, optimizer, model, task):
         if optimizer.memory.built:
-            self.check_memory(optimizer.memory)
+            self.check_memory(optimizer.memory, model)
 
     def __call__(self, direction, step):
         if not step.has_memory:
@@ -90,7 +111,8 @@ class MemoryTerm(DirectionTerm):
 
         def replay():
             loss, memory_grads = step.memory_gradient(
-                self.loss, with_inputs=self.needs_inputs)
+                self.loss, with_inputs=self.needs_inputs,
+                anchor_objects=not self.needs_stored_outputs)
             return loss, self.combine(direction, memory_grads)
 
         def skip():
