@@ -244,7 +244,10 @@ def small_gpt2_causal_lm(tokenizer, sequence_length=64, num_layers=2,
     Args:
         tokenizer: a `GPT2Tokenizer` (`train_byte_bpe_tokenizer`).
         sequence_length: tokens per packed sequence (longer texts are cut).
-        num_layers, num_heads, hidden_dim, intermediate_dim: the transformer.
+        num_layers: transformer blocks.
+        num_heads: attention heads per block.
+        hidden_dim: width of the residual stream.
+        intermediate_dim: width of each block's feed-forward layer.
         dropout: dropout rate of the backbone (0: training is deterministic
             given the data order).
         seed: seed of the initial weights.

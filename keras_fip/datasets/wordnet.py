@@ -151,7 +151,8 @@ def split_wordnet(categories=DEFAULT_CATEGORIES, train_per_class=400,
 
     Args:
         categories: tasks as tuples of lexicographer categories.
-        train_per_class, test_per_class: glosses sampled per category.
+        train_per_class: training glosses sampled per category.
+        test_per_class: test glosses sampled per category.
         sequence_length: tokens kept per gloss.
         max_words: vocabulary size (ids 0 and 1 are padding and unknown).
         seed: seed of the sampling.
@@ -303,8 +304,9 @@ def gloss_domains(domains=("noun", "verb"), train=2000, holdout=300,
     Args:
         domains: parts of speech (`"noun"`, `"verb"`, `"adj"`, `"adv"`),
             distinct.
-        train, holdout, test: glosses per split and domain (`train` >= 1,
-            the others >= 0).
+        train: training glosses per domain (>= 1).
+        holdout: held-out glosses per domain (>= 0).
+        test: test glosses per domain (>= 0).
         seed: seed of the permutations.
         directory: the folder of the WordNet data files.
         examples: keep WordNet's usage examples in the glosses.
