@@ -107,9 +107,10 @@ class PolynomialDecay(PruningSchedule):
     p = clip((t − begin_step) / (end_step − begin_step), 0, 1), as tfmot.
 
     Args:
-        initial_sparsity, final_sparsity: in [0, 1).
-        begin_step, end_step: the ramp; `end_step` must come after
-            `begin_step`.
+        initial_sparsity: the sparsity at `begin_step`, in [0, 1).
+        final_sparsity: the sparsity from `end_step` on, in [0, 1).
+        begin_step: the step the ramp starts at.
+        end_step: the step the ramp ends at, after `begin_step`.
         power: the polynomial's exponent (3 in tfmot).
         frequency: recompute the threshold every this many steps.
     """
