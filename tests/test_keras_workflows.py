@@ -87,6 +87,7 @@ def test_load_weights_restores_the_weights_and_the_memory(tmp_path):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("fresh", [False, True], ids=["same", "fresh"])
 def test_backup_and_restore_resumes_as_if_never_interrupted(tmp_path, fresh):
     task0, task1 = toy_tasks()
@@ -118,6 +119,7 @@ def test_backup_and_restore_resumes_as_if_never_interrupted(tmp_path, fresh):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.large
 def test_checkpoint_of_the_last_epoch_holds_the_finished_task(tmp_path):
     task0, task1 = toy_tasks()
     model = _compiled()
@@ -150,6 +152,7 @@ def test_a_file_of_the_previous_release_is_refused_with_the_version():
 # ----------------------------------------------------------------------
 # Mixed precision and wrapped inner optimizers
 # ----------------------------------------------------------------------
+@pytest.mark.large
 @pytest.mark.parametrize("how", ["policy", "wrapper"])
 def test_loss_scaling_wraps_fip(how):
     task0, task1 = toy_tasks()
@@ -171,6 +174,7 @@ def test_loss_scaling_wraps_fip(how):
     assert all(np.isfinite(w).all() for w in _weights(model))
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("inner_kwargs", [
     {"gradient_accumulation_steps": 2}, {"use_ema": True}],
     ids=["accumulation", "ema"])
@@ -190,6 +194,7 @@ def test_inner_optimizer_features_run_under_fip(inner_kwargs):
 # ----------------------------------------------------------------------
 # Changing the model
 # ----------------------------------------------------------------------
+@pytest.mark.large
 def test_freezing_a_layer_between_tasks_is_refused_with_the_rule():
     task0, task1 = toy_tasks()
     model = _compiled()
@@ -310,6 +315,7 @@ def test_training_outside_any_task_boundary_warns_once():
 # ----------------------------------------------------------------------
 # EarlyStopping
 # ----------------------------------------------------------------------
+@pytest.mark.large
 def test_early_stopping_restores_before_anchoring_in_either_order():
     task0, task1 = toy_tasks()
     anchors = []
@@ -403,6 +409,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.large
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute is TF's")
 def test_mirrored_strategy_on_two_replicas_matches_one_device():
     import json

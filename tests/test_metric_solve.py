@@ -59,6 +59,7 @@ def _one_exact_step(solve, epsilon):
     return before, after, metric, gradient, solve
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("metric", ["logit", "fisher"])
 def test_the_exact_step_is_the_closed_form_solution(metric):
     # 17 weights: 20 CG iterations solve the system to float precision.
@@ -74,6 +75,7 @@ def test_the_exact_step_is_the_closed_form_solution(metric):
     assert step @ g @ step / (step @ step) < grad @ g @ grad / (grad @ grad)
 
 
+@pytest.mark.large
 def test_the_cg_residual_falls_below_its_tolerance():
     solve = terms.MetricSolve(damping=0.5, iterations=25, tolerance=1e-3)
     before, after, g, grad, term = _one_exact_step(solve, epsilon=None)
@@ -90,6 +92,7 @@ def test_a_small_budget_leaves_a_residual_it_reports():
     assert term.residual() > 1e-8
 
 
+@pytest.mark.large
 def test_the_trust_region_clips_the_exact_step_to_epsilon():
     solve = terms.MetricSolve(damping=0.1, iterations=20, tolerance=1e-6)
     before, after, g, grad, _ = _one_exact_step(solve, epsilon=0.05)
@@ -101,6 +104,7 @@ def test_the_trust_region_clips_the_exact_step_to_epsilon():
                                rtol=1e-3, atol=1e-6)
 
 
+@pytest.mark.large
 def test_a_short_direction_is_left_inside_the_trust_region():
     solve = terms.MetricSolve(damping=0.1, iterations=20, tolerance=1e-6)
     before, after, g, grad, _ = _one_exact_step(solve, epsilon=1e3)

@@ -1,11 +1,14 @@
 """FIP keeps old tasks where fine-tuning forgets them (short Split-digits)."""
 
 import keras
+import pytest
 
 import keras_fip
 from conftest import BACKEND
 from conftest import make_mlp
 from conftest import sparse_ce
+
+pytestmark = pytest.mark.large
 
 EPOCHS = 6
 
