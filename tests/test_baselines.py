@@ -230,6 +230,7 @@ def test_replay_with_zero_weight_is_the_inner_optimizer():
     assert float(as_numpy(er.memory_loss)) > 0  # it was replayed
 
 
+@pytest.mark.large
 def test_replay_remembers_what_finetuning_forgets(digits_stream):
     def run(optimizer):
         model = make_mlp(hidden=(64,))

