@@ -50,7 +50,9 @@ def fip(**settings):
 def derpp(**settings):
     """DER++ with keras_fip 0.2's defaults (α 0.3, β 0.5), `settings`
     replaced."""
-    settings = {"alpha": 0.3, "beta": 0.5, **settings}
+    settings = {"alpha": 0.3, "beta": 0.5, **settings}  # α, β of the paper
+    settings["logit_weight"] = settings.pop("alpha")
+    settings["label_weight"] = settings.pop("beta")
     return lambda inner, stream, seed: baselines.DERPPOptimizer(
         inner, memory=_memory(stream, seed), **settings)
 
@@ -59,6 +61,7 @@ def er(**settings):
     """ER with keras_fip 0.2's default (replay weight 1), `settings`
     replaced."""
     settings = {"replay_weight": 1.0, **settings}
+    settings["weight"] = settings.pop("replay_weight")
     return lambda inner, stream, seed: baselines.ReplayOptimizer(
         inner, memory=_memory(stream, seed), **settings)
 

@@ -11,7 +11,7 @@ dense) are pruned to each sparsity with one global magnitude threshold by
 - magnitude+ft: one-shot pruning, then masked fine-tuning
   (`keras_fip.sparsity.MaskedOptimizer(Adam)`) for the step budget;
 - fip: `FIPOptimizer(Adam, sparse_target=SparseTarget(PolynomialDecay(
-  0 → s over the first 25 %), strength=λ, hard_mask_step=30 %))` for the
+  0 → s over the first 25 %), weight=λ, hard_mask_step=30 %))` for the
   same budget: the pull toward the sparse subspace, the cut at 30 %, then an
   FIP inside the subspace, D on the training glosses anchored at the dense
   network (`remember_task`). β = 1 keeps the task loss in the step, as in
@@ -113,7 +113,7 @@ def fip_optimizer(target, args, n):
         memory=keras_fip.Memory(n, seed=args.seed),
         memory_batch_size=args.memory_batch_size,
         sparse_target=sparsity.SparseTarget(
-            schedule, strength=args.strength, prune=ENCODER_KERNELS,
+            schedule, weight=args.strength, prune=ENCODER_KERNELS,
             hard_mask_step=max(ramp_end, int(args.hard_mask_at * args.steps))))
 
 

@@ -10,7 +10,7 @@ magnitude threshold) by
   (`keras_fip.sparsity.MaskedOptimizer(Adam(1e-3))`) for the step budget;
 - fip: the FIP sparsification path for the same step budget —
   `FIPOptimizer(SGD(1.0), step_norm=ε, sparse_target=SparseTarget(
-  PolynomialDecay(0 → s over the first 25 %), strength=λ,
+  PolynomialDecay(0 → s over the first 25 %), weight=λ,
   hard_mask_step=30 % of the budget))`: the pull walks toward the sparse
   subspace, the mask becomes hard at 30 %, and the remaining 70 % walk an
   FIP inside the subspace (D, on the memory of training inputs anchored at
@@ -170,7 +170,7 @@ def prune(method, name, weights, target, data, args):
             memory_batch_size=64, beta=args.beta, step_norm=args.step_norm,
             distance=args.distance,
             sparse_target=sparsity.SparseTarget(
-                schedule, strength=args.strength, hard_mask_step=hard))
+                schedule, weight=args.strength, hard_mask_step=hard))
         model.compile(optimizer=fip, loss=loss())
         keras_fip.callbacks.remember_task(model, 0, x, y)
         model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)

@@ -78,7 +78,7 @@ def line_path(model, w_a, w_b, x, y, points=11):
 def fip_path(model_a, w_b, x_train, y_train, x, y, steps, epsilon,
              strength, points=11):
     """Walks an FIP from A toward B; records `points` points on it."""
-    toward_b = keras_fip.terms.TowardWeights(w_b, strength=strength)
+    toward_b = keras_fip.terms.TowardWeights(w_b, weight=strength)
     model_a.compile(
         optimizer=keras_fip.FIPOptimizer(
             keras.optimizers.SGD(learning_rate=1.0), beta=0.0,

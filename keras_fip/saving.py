@@ -21,11 +21,12 @@ import zipfile
 
 import keras
 
+from keras_fip import compat
 from keras_fip.evaluation import find_continual_optimizer
 
-# The member names of a `.keras` archive (Keras 3's `saving_lib`).
-_CONFIG = "config.json"
-_WEIGHTS = "model.weights.h5"
+_CONFIG = compat.ARCHIVE_CONFIG
+_WEIGHTS = compat.ARCHIVE_WEIGHTS
+_OPTIMIZER, _VARS = compat.ARCHIVE_OPTIMIZER_GROUPS
 
 
 def _refuse(filepath, problem):
@@ -56,7 +57,7 @@ def _read_optimizer_store(archive, filepath):
     except OSError as error:
         _refuse(filepath, f"its {_WEIGHTS} is not an HDF5 file ({error})")
     with weights:
-        if "optimizer" not in weights or "vars" not in weights["optimizer"]:
+        if _OPTIMIZER not in weights or _VARS not in weights[_OPTIMIZER]:
             raise ValueError(
                 f"{filepath} holds no optimizer state: it was saved from a "
                 "model that was not compiled (or before its optimizer was "
@@ -64,7 +65,7 @@ def _read_optimizer_store(archive, filepath):
                 "record the tasks the network knows with keras_fip."
                 "callbacks.remember_task(model, task_id, x, y)."
             )
-        group = weights["optimizer"]["vars"]
+        group = weights[_OPTIMIZER][_VARS]
         return {key: group[key][()] for key in group.keys()}
 
 

@@ -50,8 +50,11 @@ HOLDS = ("finished_tasks", "current_task")
 
 
 @dataclasses.dataclass
-class Task:
-    """A task as the life cycle sees it.
+class TaskData:
+    """A task as the life cycle sees it (its id and data), handed to terms.
+
+    Not `keras_fip.datasets.Task`, a task of a dataset stream (with its
+    train and test splits and classes).
 
     Attributes:
         task_id: the task's integer id (0, 1, ...).
@@ -202,7 +205,7 @@ class TaskCycle:
 
         Args:
             model: the protected model.
-            task: the `Task`.
+            task: the `TaskData`.
             step: the optimizer's step count now (to tell whether steps
                 were taken outside any task since the last one ended).
             known: whether the network was already trained on `task`

@@ -63,11 +63,13 @@ def test_config_round_trip(name):
 @pytest.mark.parametrize(
     "cls, kwargs, match",
     [
-        (baselines.ReplayOptimizer, {"replay_weight": -1.0}, "replay_weight"),
-        (baselines.DERPPOptimizer, {"alpha": float("nan")}, "alpha"),
+        (baselines.ReplayOptimizer, {"weight": -1.0}, "weight"),
+        (baselines.DERPPOptimizer, {"logit_weight": float("nan")},
+         "logit_weight"),
+        (baselines.DERPPOptimizer, {"label_weight": -1.0}, "label_weight"),
         (baselines.LwFOptimizer, {"temperature": 0.0}, "temperature"),
         (baselines.EWCOptimizer, {"decay": 1.5}, "decay"),
-        (baselines.EWCOptimizer, {"ewc_lambda": -2.0}, "strength"),
+        (baselines.EWCOptimizer, {"weight": -2.0}, "weight"),
         (baselines.SIOptimizer, {"damping": 0.0}, "damping"),
         (baselines.AGEMOptimizer, {"memory_batch_size": 0},
          "memory_batch_size"),
@@ -113,7 +115,7 @@ def test_agem_trains_with_an_active_memory():
 
 def test_ewc_penalty_is_zero_at_the_anchor_and_quadratic_away():
     task0, _ = toy_tasks()
-    ewc = baselines.EWCOptimizer(keras.optimizers.Adam(1e-2), ewc_lambda=10.0)
+    ewc = baselines.EWCOptimizer(keras.optimizers.Adam(1e-2), weight=10.0)
     model = _compiled(ewc)
     _fit(model, task0, 0, epochs=3)
     assert ewc.penalty() == 0.0
@@ -143,7 +145,7 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_quadratic_away():
 
 def test_si_importance_is_path_integral_over_squared_displacement():
     task0, _ = toy_tasks()
-    si = baselines.SIOptimizer(keras.optimizers.SGD(0.05), si_lambda=1.0,
+    si = baselines.SIOptimizer(keras.optimizers.SGD(0.05), weight=1.0,
                                damping=0.1)
     model = _compiled(si)
     start = _weights(model)
@@ -218,7 +220,7 @@ def test_replay_with_zero_weight_is_the_inner_optimizer():
     task0, task1 = toy_tasks()
     er = baselines.ReplayOptimizer(keras.optimizers.Adam(1e-2),
                                    memory=keras_fip.Memory(16),
-                                   replay_weight=0.0)
+                                   weight=0.0)
     model = _compiled(er)
     _fit(model, task0, 0)
     _fit(model, task1, 1)

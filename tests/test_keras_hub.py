@@ -240,7 +240,7 @@ def test_bert_encoder_kernels_sparsify_along_an_fip_and_stay_sparse(tmp_path):
         keras.optimizers.Adam(1e-3), memory=keras_fip.Memory(16),
         memory_batch_size=8, sparse_target=sparsity.SparseTarget(
             sparsity.PolynomialDecay(0.0, 0.7, 0, 2, frequency=2),
-            strength=10.0, prune=encoder, hard_mask_step=2))
+            weight=10.0, prune=encoder, hard_mask_step=2))
     model.compile(optimizer=fip, loss=keras.losses.
                   SparseCategoricalCrossentropy(from_logits=True))
     x, y = _features(16, 0), np.arange(16) % 2

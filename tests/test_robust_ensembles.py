@@ -281,7 +281,7 @@ def _plain_walk(trained_mlp, digits, steps):
 
 def test_away_from_start_moves_far_while_protected_outputs_hold(
         trained_mlp, digits):
-    term = AwayFromStart(strength=1.0)
+    term = AwayFromStart(weight=1.0)
     model, change = _walk(term, trained_mlp, digits)
     steps = 4 * int(np.ceil(len(digits[1]) / 32))
     distance = term.distance(model.trainable_variables)
@@ -297,7 +297,7 @@ def test_away_from_start_moves_far_while_protected_outputs_hold(
 
 def test_adversarial_output_diversity_repairs_n1_attacks(trained_mlp, digits):
     x, y, xt, yt = digits
-    term = AdversarialOutputDiversity(strength=10.0, epsilon=0.1)
+    term = AdversarialOutputDiversity(weight=10.0, epsilon=0.1)
     model, change = _walk(term, trained_mlp, digits, epochs=10)
     assert term.distance(model.trainable_variables) > 0.1
     assert change.mean() < 0.1
@@ -309,11 +309,11 @@ def test_adversarial_output_diversity_repairs_n1_attacks(trained_mlp, digits):
 
 
 def test_diversity_terms_round_trip(tmp_path, trained_mlp, digits):
-    term = AdversarialOutputDiversity(strength=0.5, epsilon=0.2, norm=2,
+    term = AdversarialOutputDiversity(weight=0.5, epsilon=0.2, norm=2,
                                       objective="away", clip=None)
     clone = type(term).from_config(term.get_config())
     assert clone.get_config() == term.get_config()
-    away = AwayFromStart(strength=2.0, seed=4)
+    away = AwayFromStart(weight=2.0, seed=4)
     assert AwayFromStart.from_config(away.get_config()).get_config() == \
         away.get_config()
     model, _ = _walk(AwayFromStart(1.0), trained_mlp, digits, epochs=1)
@@ -331,8 +331,8 @@ def test_diversity_terms_round_trip(tmp_path, trained_mlp, digits):
 def test_diversity_term_bad_arguments():
     with pytest.raises(ValueError, match="epsilon"):
         AdversarialOutputDiversity(epsilon=-0.1)
-    with pytest.raises(ValueError, match="strength"):
-        AwayFromStart(strength=-1)
+    with pytest.raises(ValueError, match="weight"):
+        AwayFromStart(weight=-1)
     with pytest.raises(TypeError, match="seed"):
         AwayFromStart(seed=0.5)
     with pytest.raises(ValueError, match="objective"):

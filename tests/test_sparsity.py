@@ -66,7 +66,7 @@ def test_one_shot_pruning_and_report():
 
 def test_sparse_fip_steps_have_length_eps_and_close_the_gap():
     model, x, y = _trained_model()
-    target = sparsity.SparseTarget(0.8, strength=0.1)
+    target = sparsity.SparseTarget(0.8, weight=0.1)
     fip = keras_fip.FIPOptimizer(
         keras.optimizers.SGD(learning_rate=1.0), memory=keras_fip.Memory(64),
         step_norm=0.01, beta=0.0, memory_batch_size=16, sparse_target=target)
@@ -93,7 +93,7 @@ def test_pruning_stop_hard_mask_and_saved_zeros(tmp_path):
     fip = keras_fip.FIPOptimizer(
         keras.optimizers.SGD(learning_rate=1.0), memory=keras_fip.Memory(64),
         step_norm=0.05, memory_batch_size=16,
-        sparse_target=sparsity.SparseTarget(schedule, strength=1.0))
+        sparse_target=sparsity.SparseTarget(schedule, weight=1.0))
     model.compile(optimizer=fip, loss=sparse_ce(), jit_compile=JIT)
     keras_fip.callbacks.remember_task(model, 0, x, y)
     stop = keras_fip.callbacks.PruningStop(tolerance=0.3)
@@ -129,7 +129,7 @@ def test_hard_mask_step_walks_an_fip_inside_the_sparse_subspace(tmp_path):
     anchor = model.predict(x, verbose=0)
     target = sparsity.SparseTarget(
         sparsity.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=10),
-        strength=1.0, hard_mask_step=15)
+        weight=1.0, hard_mask_step=15)
     fip = keras_fip.FIPOptimizer(
         keras.optimizers.SGD(learning_rate=1.0), memory=keras_fip.Memory(256),
         step_norm=0.05, beta=0.0, memory_batch_size=64, sparse_target=target)
@@ -201,7 +201,7 @@ def test_schedules_follow_tfmot():
     (lambda: sparsity.SparseTarget(1.0), ValueError, r"\[0, 1\)"),
     (lambda: sparsity.SparseTarget(-0.1), ValueError, r"\[0, 1\)"),
     (lambda: sparsity.SparseTarget("most"), TypeError, "sparsity"),
-    (lambda: sparsity.SparseTarget(0.5, strength=-1), ValueError, "strength"),
+    (lambda: sparsity.SparseTarget(0.5, weight=-1), ValueError, "weight"),
     (lambda: sparsity.SparseTarget(0.5, scope="layer"), ValueError, "scope"),
     (lambda: sparsity.SparseTarget(0.5, prune=[]), ValueError, "prune"),
     (lambda: sparsity.PolynomialDecay(0.1, 0.9, begin_step=100, end_step=50),

@@ -89,7 +89,7 @@ def test_a_user_memory_term_is_ders_logit_term():
         return _trained(optimizer, tasks=2), term
 
     mine, term = run(LogitMatch())
-    theirs, _ = run(baselines.DarkReplayTerm(alpha=1.0, beta=0.0))
+    theirs, _ = run(baselines.DarkReplayTerm(logit_weight=1.0, label_weight=0.0))
     assert float(as_numpy(term.last_loss)) > 0
     for got, want in zip(_weights(mine), _weights(theirs)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
@@ -99,7 +99,7 @@ def test_toward_weights_walks_geometrically_to_the_target():
     model = make_mlp(hidden=(16,), inputs=8, classes=4, seed=0)
     target = [w + 1.0 for w in _weights(model)]
     start = _weights(model)
-    toward = terms.TowardWeights(target, strength=1.0)
+    toward = terms.TowardWeights(target, weight=1.0)
     model.compile(optimizer=keras_fip.ContinualOptimizer(
         keras.optimizers.SGD(0.1), terms=[terms.ScaleGradient(0.0), toward]),
         loss=sparse_ce(), jit_compile=JIT)
@@ -126,12 +126,12 @@ def test_toward_weights_of_another_shape_is_refused():
 
 @pytest.mark.parametrize("term", [
     terms.ScaleGradient(0.3), terms.StepNorm(0.02),
-    terms.Invariance("kl", "mean", False), terms.TowardWeights(strength=2.0),
+    terms.Invariance("kl", "mean", False), terms.TowardWeights(weight=2.0),
     baselines.ReplayTerm(0.5), baselines.DarkReplayTerm(0.1, 0.2),
     baselines.GradientProjectionTerm(), baselines.DistillationTerm(2.0, 3.0),
     baselines.FisherPenaltyTerm(5.0, 0.5), baselines.PathIntegralPenaltyTerm(
         0.2, 0.3),
-    keras_fip.sparsity.SparseTarget(0.5, strength=0.2),
+    keras_fip.sparsity.SparseTarget(0.5, weight=0.2),
 ], ids=lambda t: type(t).__name__)
 def test_term_config_round_trip(term):
     clone = keras.saving.deserialize_keras_object(

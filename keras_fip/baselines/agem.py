@@ -18,7 +18,7 @@ class GradientProjectionTerm(MemoryTerm):
     product with it.
 
     Args:
-        from_logits: whether the model outputs logits.
+        from_logits: whether the model outputs logits (default True).
 
     Example:
 
@@ -66,7 +66,7 @@ class AGEMOptimizer(ContinualOptimizer):
         inner_optimizer: the optimizer to wrap.
         memory: a `keras_fip.Memory` (default capacity 200).
         memory_batch_size: reference samples per step (default 64).
-        from_logits: whether the model outputs logits.
+        from_logits: whether the model outputs logits (default True).
         name: the optimizer's name.
 
     Example:

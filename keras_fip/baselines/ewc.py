@@ -4,13 +4,15 @@ import keras
 import numpy as np
 
 from keras_fip import backend as fip_backend
+from keras_fip import compat
+from keras_fip.arrays import as_numpy
 from keras_fip.baselines.losses import cross_entropy
 from keras_fip.baselines.quadratic_penalty import QuadraticPenaltyOptimizer
 from keras_fip.baselines.quadratic_penalty import QuadraticPenaltyTerm
-from keras_fip.baselines.quadratic_penalty import read_all
-from keras_fip.baselines.quadratic_penalty import write_all
 from keras_fip.checks import check_number
-from keras_fip.arrays import as_numpy
+from keras_fip.deprecation import renamed_arguments
+from keras_fip.terms.weight_variables import read_all
+from keras_fip.terms.weight_variables import write_all
 
 
 @keras.saving.register_keras_serializable(package="keras_fip")
@@ -21,11 +23,13 @@ class FisherPenaltyTerm(QuadraticPenaltyTerm):
     mini-batch gradients of its cross-entropy (as Avalanche's EWCPlugin).
 
     Args:
-        ewc_lambda: λ ≥ 0.
-        decay: γ in [0, 1].
-        fisher_batches: at most this many batches estimate F_t.
-        batch_size: their batch size.
-        from_logits: whether the model outputs logits.
+        weight: λ ≥ 0, the term's weight (default 100.0; `ewc_lambda` is
+            its deprecated 0.5 name).
+        decay: γ in [0, 1] (default 1.0).
+        fisher_batches: at most this many batches estimate F_t (default
+            16).
+        batch_size: their batch size (default 32).
+        from_logits: whether the model outputs logits (default True).
 
     Example:
 
@@ -33,13 +37,14 @@ class FisherPenaltyTerm(QuadraticPenaltyTerm):
     import keras, keras_fip
     optimizer = keras_fip.ContinualOptimizer(
         keras.optimizers.Adam(1e-3),
-        terms=[keras_fip.baselines.FisherPenaltyTerm(ewc_lambda=10.0)])
+        terms=[keras_fip.baselines.FisherPenaltyTerm(weight=10.0)])
     ```
     """
 
-    def __init__(self, ewc_lambda=100.0, decay=1.0, fisher_batches=16,
+    @renamed_arguments(since="0.6", ewc_lambda="weight")
+    def __init__(self, weight=100.0, decay=1.0, fisher_batches=16,
                  batch_size=32, from_logits=True):
-        super().__init__(ewc_lambda)
+        super().__init__(weight)
         self.decay = check_number("decay", decay)
         if self.decay > 1:
             raise ValueError(f"`decay` must lie in [0, 1]; got {decay}.")
@@ -49,7 +54,7 @@ class FisherPenaltyTerm(QuadraticPenaltyTerm):
 
     def fisher(self, optimizer, model, x, y):
         """Diagonal empirical Fisher of the task, one array per variable."""
-        order = [optimizer._get_variable_index(v)
+        order = [compat.optimizer_variable_index(optimizer, v)
                  for v in model.trainable_variables]
         values = [v.value for v in model.trainable_variables]
         state = [v.value for v in model.non_trainable_variables]
@@ -87,7 +92,7 @@ class FisherPenaltyTerm(QuadraticPenaltyTerm):
         write_all(self.anchor, self.weights())
 
     def get_config(self):
-        return {"ewc_lambda": self.strength, "decay": self.decay,
+        return {"weight": self.weight, "decay": self.decay,
                 "fisher_batches": self.fisher_batches,
                 "batch_size": self.batch_size,
                 "from_logits": self.from_logits}
@@ -107,11 +112,14 @@ class EWCOptimizer(QuadraticPenaltyOptimizer):
 
     Args:
         inner_optimizer: the optimizer to wrap.
-        ewc_lambda: λ ≥ 0.
-        decay: γ in [0, 1], how much of the old Fisher is kept.
-        fisher_batches: at most this many batches of the task estimate F_t.
-        batch_size: their batch size.
-        from_logits: whether the model outputs logits.
+        weight: λ ≥ 0, the penalty's weight (default 100.0; `ewc_lambda`
+            is its deprecated 0.5 name).
+        decay: γ in [0, 1], how much of the old Fisher is kept (default
+            1.0).
+        fisher_batches: at most this many batches of the task estimate F_t
+            (default 16).
+        batch_size: their batch size (default 32).
+        from_logits: whether the model outputs logits (default True).
         name: the optimizer's name.
 
     Example:
@@ -122,10 +130,11 @@ class EWCOptimizer(QuadraticPenaltyOptimizer):
     ```
     """
 
-    def __init__(self, inner_optimizer, ewc_lambda=100.0, decay=1.0,
+    @renamed_arguments(since="0.6", ewc_lambda="weight")
+    def __init__(self, inner_optimizer, weight=100.0, decay=1.0,
                  fisher_batches=16, batch_size=32, from_logits=True,
                  name=None, **kwargs):
-        penalty = FisherPenaltyTerm(ewc_lambda, decay, fisher_batches,
+        penalty = FisherPenaltyTerm(weight, decay, fisher_batches,
                                     batch_size, from_logits)
         super().__init__(inner_optimizer, terms=[penalty], name=name,
                          **kwargs)

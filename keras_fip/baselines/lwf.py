@@ -5,6 +5,8 @@ import keras
 from keras_fip.baselines.losses import distillation
 from keras_fip.checks import check_number
 from keras_fip.continual_optimizer import ContinualOptimizer
+from keras_fip.deprecation import renamed_arguments
+from keras_fip.deprecation import renamed_attribute
 from keras_fip.memory import memory_or_default
 from keras_fip.terms.memory_term import MemoryTerm
 
@@ -14,8 +16,9 @@ class DistillationTerm(MemoryTerm):
     """d ← d + α ∇ T² KL(softmax(z_old/T) ‖ softmax(f(x)/T)).
 
     Args:
-        alpha: weight of the distillation term (≥ 0).
-        temperature: T > 0.
+        weight: α ≥ 0, the weight of the distillation term (default 1.0;
+            `alpha` is its deprecated 0.5 name).
+        temperature: T > 0 (default 2.0).
 
     Example:
 
@@ -29,19 +32,22 @@ class DistillationTerm(MemoryTerm):
     ```
     """
 
-    def __init__(self, alpha=1.0, temperature=2.0):
-        self.alpha = check_number("alpha", alpha)
+    alpha = renamed_attribute("alpha", "weight", since="0.6")
+
+    @renamed_arguments(since="0.6", alpha="weight")
+    def __init__(self, weight=1.0, temperature=2.0):
+        self.weight = check_number("weight", weight)
         self.temperature = check_number("temperature", temperature,
                                         positive=True)
 
     def loss(self, outputs, anchors, labels):
-        return self.alpha * distillation(outputs, anchors, self.temperature)
+        return self.weight * distillation(outputs, anchors, self.temperature)
 
     def combine(self, direction, memory_grads):
         return [d + m for d, m in zip(direction, memory_grads)]
 
     def get_config(self):
-        return {"alpha": self.alpha, "temperature": self.temperature}
+        return {"weight": self.weight, "temperature": self.temperature}
 
 
 @keras.saving.register_keras_serializable(package="keras_fip")
@@ -60,10 +66,12 @@ class LwFOptimizer(ContinualOptimizer):
 
     Args:
         inner_optimizer: the optimizer to wrap.
-        memory: the `keras_fip.Memory` holding the new task's inputs.
+        memory: the `keras_fip.Memory` holding the new task's inputs
+            (default capacity 200).
         memory_batch_size: distillation samples per step (default 32).
-        alpha: weight of the distillation term (≥ 0).
-        temperature: T > 0.
+        weight: α ≥ 0, the weight of the distillation term (default 1.0;
+            `alpha` is its deprecated 0.5 name).
+        temperature: T > 0 (default 2.0).
         name: the optimizer's name.
 
     Example:
@@ -74,9 +82,12 @@ class LwFOptimizer(ContinualOptimizer):
     ```
     """
 
+    alpha = renamed_attribute("alpha", "weight", since="0.6")
+
+    @renamed_arguments(since="0.6", alpha="weight")
     def __init__(self, inner_optimizer, memory=None, memory_batch_size=32,
-                 alpha=1.0, temperature=2.0, name=None, **kwargs):
-        distillation = DistillationTerm(alpha, temperature)
+                 weight=1.0, temperature=2.0, name=None, **kwargs):
+        distillation = DistillationTerm(weight, temperature)
         super().__init__(
             inner_optimizer, terms=[distillation],
             memory=memory_or_default(memory),
@@ -85,8 +96,9 @@ class LwFOptimizer(ContinualOptimizer):
         self._distillation = distillation
 
     @property
-    def alpha(self):
-        return self._distillation.alpha
+    def weight(self):
+        """α, the weight of the distillation term."""
+        return self._distillation.weight
 
     @property
     def temperature(self):

@@ -5,19 +5,11 @@ from keras import ops
 
 from keras_fip.checks import check_number
 from keras_fip.continual_optimizer import ContinualOptimizer
+from keras_fip.deprecation import renamed_arguments
+from keras_fip.deprecation import renamed_attribute
 from keras_fip.terms.base import DirectionTerm
-from keras_fip.arrays import as_numpy
-
-
-def read_all(variables):
-    """NumPy copies of a list of variables."""
-    return [np.array(as_numpy(v)) for v in variables]
-
-
-def write_all(variables, arrays):
-    """Assigns each array to its variable (in the variable's dtype)."""
-    for v, a in zip(variables, arrays):
-        v.assign(np.asarray(a, dtype=v.dtype))
+from keras_fip.terms.weight_variables import add_weight_variables
+from keras_fip.terms.weight_variables import read_all
 
 
 class QuadraticPenaltyTerm(DirectionTerm):
@@ -29,22 +21,26 @@ class QuadraticPenaltyTerm(DirectionTerm):
     estimated (in `end_task`).
 
     Args:
-        strength: λ ≥ 0.
+        weight: λ ≥ 0, the term's weight (`strength` is its deprecated 0.5
+            name).
     """
 
-    def __init__(self, strength):
-        self.strength = check_number("strength", strength)
+    strength = renamed_attribute("strength", "weight", since="0.6")
+
+    @renamed_arguments(since="0.6", strength="weight")
+    def __init__(self, weight):
+        self.weight = check_number("weight", weight)
 
     def build(self, optimizer, variables):
         self._optimizer_variables = list(variables)
-        self.importance = optimizer.add_optimizer_variables(variables,
-                                                            "importance")
-        self.anchor = optimizer.add_optimizer_variables(variables, "anchor")
+        self.importance = add_weight_variables(optimizer, variables,
+                                               "importance")
+        self.anchor = add_weight_variables(optimizer, variables, "anchor")
 
     def __call__(self, direction, step):
-        strength = self.strength
+        weight = self.weight
         return [
-            d + ops.cast(strength, d.dtype) * self.importance[i].value * (
+            d + ops.cast(weight, d.dtype) * self.importance[i].value * (
                 w - self.anchor[i].value)
             for d, w, i in zip(direction, step.values, step.indices)
         ]
@@ -55,7 +51,7 @@ class QuadraticPenaltyTerm(DirectionTerm):
 
     def penalty(self):
         """(λ/2) Σ Ω (w − w*)² at the current weights (a float)."""
-        return 0.5 * self.strength * float(sum(
+        return 0.5 * self.weight * float(sum(
             np.sum(omega * (w - star) ** 2)
             for w, omega, star in zip(self.weights(),
                                       read_all(self.importance),

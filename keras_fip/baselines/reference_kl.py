@@ -27,7 +27,7 @@ class ReferenceKLOptimizer(ContinualOptimizer):
 
     Args:
         inner_optimizer: the optimizer to wrap.
-        weight: λ ≥ 0.
+        weight: λ ≥ 0, the penalty's weight (default 1.0).
         memory: the `keras_fip.Memory` that holds the new task's inputs
             (default: 2,000 samples with a weight snapshot).
         memory_batch_size: penalty samples per step (default 32).

@@ -6,9 +6,11 @@ from keras import ops
 
 from keras_fip.baselines.quadratic_penalty import QuadraticPenaltyOptimizer
 from keras_fip.baselines.quadratic_penalty import QuadraticPenaltyTerm
-from keras_fip.baselines.quadratic_penalty import read_all
-from keras_fip.baselines.quadratic_penalty import write_all
 from keras_fip.checks import check_number
+from keras_fip.deprecation import renamed_arguments
+from keras_fip.terms.weight_variables import add_weight_variables
+from keras_fip.terms.weight_variables import read_all
+from keras_fip.terms.weight_variables import write_all
 
 
 @keras.saving.register_keras_serializable(package="keras_fip")
@@ -19,8 +21,9 @@ class PathIntegralPenaltyTerm(QuadraticPenaltyTerm):
     Ω ← Ω + max(ω, 0) / ((w − w_start)² + ξ), w* ← w, ω ← 0.
 
     Args:
-        si_lambda: c ≥ 0.
-        damping: ξ > 0.
+        weight: c ≥ 0, the term's weight (default 0.1; `si_lambda` is its
+            deprecated 0.5 name).
+        damping: ξ > 0 (default 0.1).
 
     Example:
 
@@ -28,22 +31,22 @@ class PathIntegralPenaltyTerm(QuadraticPenaltyTerm):
     import keras, keras_fip
     optimizer = keras_fip.ContinualOptimizer(
         keras.optimizers.Adam(1e-3),
-        terms=[keras_fip.baselines.PathIntegralPenaltyTerm(si_lambda=1.0)])
+        terms=[keras_fip.baselines.PathIntegralPenaltyTerm(weight=1.0)])
     ```
     """
 
     observes = True
 
-    def __init__(self, si_lambda=0.1, damping=0.1):
-        super().__init__(si_lambda)
+    @renamed_arguments(since="0.6", si_lambda="weight")
+    def __init__(self, weight=0.1, damping=0.1):
+        super().__init__(weight)
         self.damping = check_number("damping", damping, positive=True)
 
     def build(self, optimizer, variables):
         super().build(optimizer, variables)
-        self.path_integral = optimizer.add_optimizer_variables(variables,
-                                                               "omega")
-        self.task_start = optimizer.add_optimizer_variables(variables,
-                                                            "start")
+        self.path_integral = add_weight_variables(optimizer, variables,
+                                                  "omega")
+        self.task_start = add_weight_variables(optimizer, variables, "start")
 
     def observe(self, grads, old_values, new_values):
         for omega, g, old, new in zip(self.path_integral, grads, old_values,
@@ -69,7 +72,7 @@ class PathIntegralPenaltyTerm(QuadraticPenaltyTerm):
         write_all(self.path_integral, [np.zeros_like(o) for o in omega])
 
     def get_config(self):
-        return {"si_lambda": self.strength, "damping": self.damping}
+        return {"weight": self.weight, "damping": self.damping}
 
 
 @keras.saving.register_keras_serializable(package="keras_fip")
@@ -86,8 +89,9 @@ class SIOptimizer(QuadraticPenaltyOptimizer):
 
     Args:
         inner_optimizer: the optimizer to wrap.
-        si_lambda: c ≥ 0.
-        damping: ξ > 0.
+        weight: c ≥ 0, the penalty's weight (default 0.1; `si_lambda` is
+            its deprecated 0.5 name).
+        damping: ξ > 0 (default 0.1).
         name: the optimizer's name.
 
     Example:
@@ -98,9 +102,10 @@ class SIOptimizer(QuadraticPenaltyOptimizer):
     ```
     """
 
-    def __init__(self, inner_optimizer, si_lambda=0.1, damping=0.1, name=None,
+    @renamed_arguments(since="0.6", si_lambda="weight")
+    def __init__(self, inner_optimizer, weight=0.1, damping=0.1, name=None,
                  **kwargs):
-        penalty = PathIntegralPenaltyTerm(si_lambda, damping)
+        penalty = PathIntegralPenaltyTerm(weight, damping)
         super().__init__(inner_optimizer, terms=[penalty], name=name,
                          **kwargs)
 

@@ -72,14 +72,16 @@ VARIANTS = {
     "fip-stored": _fip(anchors="stored"),
     "fip-l2-beta1": _fip(distance="squared_l2", reduction="mean"),
     "der": lambda inner, stream, seed: baselines.DERPPOptimizer(
-        inner, memory=_memory(stream, seed), alpha=0.3, beta=0.0),
+        inner, memory=_memory(stream, seed), logit_weight=0.3,
+        label_weight=0.0),
     # DER++ and ER with keras_fip 0.2's defaults (before they were chosen
     # on validation splits with the same budget as FIP's).
     "derpp-0.2": lambda inner, stream, seed: baselines.DERPPOptimizer(
-        inner, memory=_memory(stream, seed), alpha=0.3, beta=0.5),
+        inner, memory=_memory(stream, seed), logit_weight=0.3,
+        label_weight=0.5),
     "er-0.2": lambda inner, stream, seed: baselines.ReplayOptimizer(
         inner, memory=_memory(stream, seed), memory_batch_size=32,
-        replay_weight=1.0),
+        weight=1.0),
     # The exact step (g + μI)⁻¹d at three dampings.
     "fip-exact-mu1": _exact(1.0),
     "fip-exact-mu10": _exact(10.0),

@@ -7,7 +7,11 @@ import numpy as np
 
 @dataclasses.dataclass
 class Task:
-    """One task of a stream: its name, classes and train/test arrays."""
+    """One task of a stream: its name, classes and train/test arrays.
+
+    (What a continual optimizer hands its terms at a task boundary is
+    `keras_fip.task_cycle.TaskData`, the task id and the data only.)
+    """
 
     name: str
     x_train: np.ndarray
@@ -257,7 +261,8 @@ class TaskStream:
 
     @classmethod
     def permuted(
-        cls, x_train, y_train, x_test, y_test, num_tasks, seed=0, name="permuted"
+        cls, x_train, y_train, x_test, y_test, num_tasks, seed=0,
+        name="permuted",
     ):
         """Domain-incremental stream: each task permutes the input features.
 

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_fip import compat
 from keras_fip.arrays import as_numpy
 
 #: How the members' outputs are combined.
@@ -12,8 +13,7 @@ AVERAGES = ("probabilities", "logits")
 
 def _architecture(model):
     """What two members must share: layer classes and weight shapes."""
-    layers = [type(layer).__name__ for layer in model._flatten_layers(
-        include_self=False)]
+    layers = [type(layer).__name__ for layer in compat.sublayers(model)]
     return layers, [tuple(w.shape) for w in model.weights]
 
 

@@ -17,9 +17,9 @@ keras_fip.sparsity.sparsity_report(model)["overall"]  # ≈ 0.9
 import numpy as np
 from keras import ops
 
+from keras_fip.arrays import as_numpy
 from keras_fip.sparsity import schedules
 from keras_fip.sparsity.selection import select
-from keras_fip.arrays import as_numpy
 
 SCOPES = ("global", "per_variable")
 
@@ -74,7 +74,7 @@ def prune_low_magnitude(model, sparsity, prune=None, scope="global"):
     Returns:
         `sparsity_report(model, prune)`.
     """
-    sparsity = schedules._check_sparsity("sparsity", sparsity)
+    sparsity = schedules.check_sparsity("sparsity", sparsity)
     check_scope(scope)
     chosen = _pruned_variables(model, prune)
     limits = as_numpy(

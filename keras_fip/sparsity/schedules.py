@@ -20,7 +20,17 @@ import keras
 from keras import ops
 
 
-def _check_sparsity(name, value):
+def check_sparsity(name, value):
+    """`value` as a float, refused unless it is a sparsity in [0, 1).
+
+    Args:
+        name: the argument's name, for the message.
+        value: the sparsity given.
+
+    Raises:
+        TypeError: `value` is not a number.
+        ValueError: it lies outside [0, 1).
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"`{name}` must be a number in [0, 1); got {value!r}.")
     if not 0.0 <= value < 1.0:
@@ -85,7 +95,7 @@ class ConstantSparsity(PruningSchedule):
     """
 
     def __init__(self, target_sparsity, begin_step=0, frequency=1):
-        self.target_sparsity = _check_sparsity("target_sparsity",
+        self.target_sparsity = check_sparsity("target_sparsity",
                                                target_sparsity)
         self.final_sparsity = self.target_sparsity
         self.begin_step = _check_step("begin_step", begin_step)
@@ -117,9 +127,9 @@ class PolynomialDecay(PruningSchedule):
 
     def __init__(self, initial_sparsity, final_sparsity, begin_step,
                  end_step, power=3, frequency=1):
-        self.initial_sparsity = _check_sparsity("initial_sparsity",
+        self.initial_sparsity = check_sparsity("initial_sparsity",
                                                 initial_sparsity)
-        self.final_sparsity = _check_sparsity("final_sparsity",
+        self.final_sparsity = check_sparsity("final_sparsity",
                                               final_sparsity)
         self.begin_step = _check_step("begin_step", begin_step)
         self.end_step = _check_step("end_step", end_step)

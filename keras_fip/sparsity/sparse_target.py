@@ -25,20 +25,23 @@ Example:
 ```python
 fip = keras_fip.FIPOptimizer(
     keras.optimizers.SGD(1.0), step_norm=0.01,
-    sparse_target=keras_fip.sparsity.SparseTarget(0.9, strength=0.1))
+    sparse_target=keras_fip.sparsity.SparseTarget(0.9, weight=0.1))
 ```
 """
 
 import keras
 from keras import ops
 
+from keras_fip.arrays import as_numpy
+from keras_fip.deprecation import renamed_arguments
+from keras_fip.deprecation import renamed_attribute
+from keras_fip.deprecation import upgrade_config
 from keras_fip.sparsity import schedules
-from keras_fip.terms.base import DirectionTerm
 from keras_fip.sparsity.magnitude import check_scope
 from keras_fip.sparsity.magnitude import thresholds
 from keras_fip.sparsity.selection import check_patterns
 from keras_fip.sparsity.selection import select
-from keras_fip.arrays import as_numpy
+from keras_fip.terms.base import DirectionTerm
 
 
 @keras.saving.register_keras_serializable(package="keras_fip")
@@ -52,7 +55,9 @@ class SparseTarget(DirectionTerm):
         sparsity: the target sparsity s: a number in [0, 1) (constant) or a
             `ConstantSparsity` / `PolynomialDecay` schedule over optimizer
             steps.
-        strength: λ (0.1 in the reference code).
+        weight: λ ≥ 0, the term's weight (default 0.1, the reference
+            code's; `strength` is its deprecated 0.5 name). An optimizer
+            variable once built (`target.weight.assign(...)`).
         prune: glob patterns on variable paths of the variables to prune
             (default: every trainable `kernel` with 2+ axes: dense,
             einsum-dense and convolution kernels).
@@ -73,7 +78,7 @@ class SparseTarget(DirectionTerm):
     target = keras_fip.sparsity.SparseTarget(
         keras_fip.sparsity.PolynomialDecay(0.0, 0.8, begin_step=0,
                                            end_step=10),
-        strength=10.0, prune=["*dense*/kernel"], hard_mask_step=12)
+        weight=10.0, prune=["*dense*/kernel"], hard_mask_step=12)
     model.compile(optimizer=keras_fip.FIPOptimizer(
         keras.optimizers.SGD(1.0), memory=keras_fip.Memory(64),
         step_norm=0.01, sparse_target=target),
@@ -85,14 +90,17 @@ class SparseTarget(DirectionTerm):
     ```
     """
 
-    def __init__(self, sparsity, strength=0.1, prune=None, scope="global",
+    strength = renamed_attribute("strength", "weight", since="0.6")
+
+    @renamed_arguments(since="0.6", strength="weight")
+    def __init__(self, sparsity, weight=0.1, prune=None, scope="global",
                  hard_mask_step=None):
         self.schedule = schedules.get(sparsity)
-        if isinstance(strength, bool) or not isinstance(
-                strength, (int, float)) or not strength >= 0:
-            raise ValueError(f"`strength` (λ) must be a number >= 0; got "
-                             f"{strength!r}.")
-        self._initial_strength = float(strength)
+        if isinstance(weight, bool) or not isinstance(
+                weight, (int, float)) or not weight >= 0:
+            raise ValueError(f"`weight` (λ) must be a number >= 0; got "
+                             f"{weight!r}.")
+        self._initial_weight = float(weight)
         self.prune = check_patterns(prune)
         self.scope = check_scope(scope)
         self.hard_mask_step = self._check_hard_mask_step(hard_mask_step)
@@ -119,9 +127,9 @@ class SparseTarget(DirectionTerm):
         # The optimizer's variable list is fixed once built: select once.
         self._chosen = select(var_list, self.prune)
         count = len(self._chosen)
-        self.strength = optimizer.add_variable(
+        self.weight = optimizer.add_variable(
             shape=(), dtype="float32", name="sparse_strength",
-            initializer=keras.initializers.Constant(self._initial_strength))
+            initializer=keras.initializers.Constant(self._initial_weight))
         self.threshold = optimizer.add_variable(
             shape=(count,), dtype="float32", name="sparse_threshold")
         self.sparsity = optimizer.add_variable(
@@ -179,11 +187,11 @@ class SparseTarget(DirectionTerm):
         self.threshold.assign(limits)
         self.sparsity.assign(ops.where(update, target, self.sparsity.value))
         direction = list(direction)
-        strength = self.strength.value
+        weight = self.weight.value
         squared = ops.zeros((), "float32")
         for j, (i, w) in enumerate(zip(chosen, pruned)):
             below = ops.less(ops.abs(w), ops.cast(limits[j], w.dtype))
-            pulled = direction[i] + ops.cast(strength, w.dtype) * (
+            pulled = direction[i] + ops.cast(weight, w.dtype) * (
                 w * ops.cast(below, w.dtype))
             if phase is not None:
                 kept = self._kept(w, limits[j], phase)
@@ -212,12 +220,12 @@ class SparseTarget(DirectionTerm):
         return projected
 
     def get_config(self):
-        strength = self._initial_strength
+        weight = self._initial_weight
         if self.built:
-            strength = float(as_numpy(self.strength))
+            weight = float(as_numpy(self.weight))
         return {
             "sparsity": keras.saving.serialize_keras_object(self.schedule),
-            "strength": strength,
+            "weight": weight,
             "prune": list(self.prune) if self.prune else None,
             "scope": self.scope,
             "hard_mask_step": self.hard_mask_step,
@@ -225,4 +233,4 @@ class SparseTarget(DirectionTerm):
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        return cls(**upgrade_config(cls, config))

@@ -17,7 +17,21 @@ Everything `__call__`, `project` and `observe` do runs inside Keras's
 compiled train step, so it is written with `keras.ops`; state a term keeps
 across steps must be optimizer variables (`optimizer.add_variable(...)` in
 `build`), so that JAX threads it, `tf.function` sees updates and `.keras`
-files save it.
+files save it (weight-shaped state: `keras_fip.terms.weight_variables`).
+
+Argument names, the same in every term and preset: a term's own weight
+(the factor on what it adds to the direction, λ in the formulas) is its
+argument `weight`; a term that adds two losses names each one's weight
+after it (`DarkReplayTerm(logit_weight, label_weight)`, DER++'s α and β).
+A preset optimizer takes its term's arguments under the term's names
+(`EWCOptimizer(weight=...)`, `DERPPOptimizer(label_weight=...)`), and its
+docstring gives the paper's symbol for each. The FIP paper's own symbols
+stay: `beta` (`FIPOptimizer`, `ScaleGradient`) is β, the weight of the
+task's gradient against the invariance term, and `epsilon`/`step_norm` is
+the step length ε. The names of keras_fip 0.5 (`strength`, `alpha`,
+`replay_weight`, `ewc_lambda`, `si_lambda`, DER++'s `alpha` and `beta`)
+still work for one release, with a `DeprecationWarning`, and configs saved
+by 0.5 load as they are.
 
 Example, a term that pulls the weights toward zero (weight decay as a
 direction term):
@@ -27,15 +41,15 @@ import keras, numpy as np, keras_fip
 from keras import ops
 
 class TowardZero(keras_fip.terms.DirectionTerm):
-    def __init__(self, strength=1e-3):
-        self.strength = strength
+    def __init__(self, weight=1e-3):
+        self.weight = weight
 
     def __call__(self, direction, step):
-        return [d + self.strength * ops.cast(w, d.dtype)
+        return [d + self.weight * ops.cast(w, d.dtype)
                 for d, w in zip(direction, step.values)]
 
     def get_config(self):
-        return {"strength": self.strength}
+        return {"weight": self.weight}
 
 model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
 model.compile(optimizer=keras_fip.ContinualOptimizer(
@@ -43,6 +57,8 @@ model.compile(optimizer=keras_fip.ContinualOptimizer(
 model.fit(np.ones((8, 4)), np.zeros((8, 2)), verbose=0)
 ```
 """
+
+from keras_fip.deprecation import upgrade_config
 
 
 def gated(factor, step):
@@ -65,7 +81,8 @@ class DirectionTerm:
     Subclasses override what they need:
 
     - `build(optimizer, variables)`: create state with
-      `optimizer.add_variable(...)` / `add_optimizer_variables(...)`; called
+      `optimizer.add_variable(...)` (one per weight:
+      `keras_fip.terms.weight_variables.add_weight_variables`); called
       once, when the optimizer is built, before any step is traced.
     - `__call__(direction, step)`: the new direction (a list of tensors
       shaped like `step.variables`). `step` is a `keras_fip.step.Step`:
@@ -83,9 +100,11 @@ class DirectionTerm:
     - `observes` / `observe(grads, old_values, new_values)`: see each
       step's gradient and weight change.
     - `begin_task(optimizer, model, task)` / `end_task(...)`: host-side
-      life cycle, `task` a `keras_fip.task_cycle.Task`.
+      life cycle, `task` a `keras_fip.task_cycle.TaskData`.
     - `get_config()`: the constructor arguments (for `.keras` files;
       register the class with `keras.saving.register_keras_serializable`).
+      `from_config` maps arguments renamed with
+      `keras_fip.deprecation.renamed_arguments` to their new names.
     """
 
     #: Whether `project` constrains the weights after each update.
@@ -126,7 +145,7 @@ class DirectionTerm:
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        return cls(**upgrade_config(cls, config))
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.get_config()}>"

@@ -18,23 +18,28 @@ here, compared in the robust-ensembles results page:
   stay held by the invariance term; only the responses off the data
   manifold, where attacks on N1 land, are changed.
 
-Both keep w₀ as optimizer variables (created like each weight, so
-distribution layouts match, and saved in `.keras` files), copied when the
-optimizer is built and again at every task start (`TaskBoundary`,
-`remember_task`), so the path starts where the walk does.
+Both hold w₀ as optimizer variables (`keras_fip.terms.weight_variables`,
+saved in `.keras` files), copied when the optimizer is built and again at
+every task start (`TaskBoundary`, `remember_task`), so the path starts
+where the walk does.
 """
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_fip import backend as fip_backend
 from keras_fip import attacks
+from keras_fip import backend as fip_backend
+from keras_fip import compat
 from keras_fip import distances
 from keras_fip.arrays import as_numpy
 from keras_fip.checks import check_number
+from keras_fip.deprecation import renamed_arguments
+from keras_fip.deprecation import renamed_attribute
 from keras_fip.terms.base import DirectionTerm
-from keras_fip.terms.toward import _Fixed
+from keras_fip.terms.weight_variables import add_weight_variables
+from keras_fip.terms.weight_variables import read_all
+from keras_fip.terms.weight_variables import write_all
 
 
 class PathStartTerm(DirectionTerm):
@@ -45,16 +50,13 @@ class PathStartTerm(DirectionTerm):
     """
 
     def build(self, optimizer, variables):
-        self.start = [
-            optimizer.add_variable_from_reference(
-                v, name="path_start", initializer=_Fixed(as_numpy(v)))
-            for v in variables]
+        self.start = add_weight_variables(optimizer, variables, "path_start",
+                                          read_all(variables))
 
     def begin_task(self, optimizer, model, task):
         if not optimizer.built:
             return  # `build` copies the weights as they are then
-        for start, variable in zip(self.start, optimizer._trainable_variables):
-            start.assign(as_numpy(variable))  # a copy, never a shared buffer
+        write_all(self.start, compat.optimizer_trainable_variables(optimizer))
 
     def distance(self, variables):
         """‖w − w₀‖ for the given variables (a float, host side)."""
@@ -77,8 +79,9 @@ class AwayFromStart(PathStartTerm):
     outputs: the walk leaves N1 as fast as the ε-steps allow.
 
     Args:
-        strength: λ ≥ 0, the size of the outward push (default 1.0), to
-            weigh against the invariance gradient.
+        weight: λ ≥ 0, the term's weight: the size of the outward push
+            (default 1.0), to weigh against the invariance gradient.
+            `strength` is its deprecated 0.5 name.
         seed: the integer seed of the initial direction (default 0).
 
     Example:
@@ -87,7 +90,7 @@ class AwayFromStart(PathStartTerm):
     import keras, numpy as np, keras_fip
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, "relu"),
                               keras.layers.Dense(3)])
-    away = keras_fip.terms.AwayFromStart(strength=1.0)
+    away = keras_fip.terms.AwayFromStart(weight=1.0)
     model.compile(optimizer=keras_fip.FIPOptimizer(
         keras.optimizers.SGD(1.0), step_norm=0.01, beta=0.0, objectives=[away]),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -99,8 +102,11 @@ class AwayFromStart(PathStartTerm):
     ```
     """
 
-    def __init__(self, strength=1.0, seed=0):
-        self.strength = check_number("strength", strength)
+    strength = renamed_attribute("strength", "weight", since="0.6")
+
+    @renamed_arguments(since="0.6", strength="weight")
+    def __init__(self, weight=1.0, seed=0):
+        self.weight = check_number("weight", weight)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"`seed` must be an integer; got {seed!r}.")
         self.seed = seed
@@ -110,25 +116,24 @@ class AwayFromStart(PathStartTerm):
         rng = np.random.default_rng(self.seed)
         draws = [rng.standard_normal(tuple(v.shape)) for v in variables]
         norm = np.sqrt(sum(np.sum(r ** 2) for r in draws)) or 1.0
-        self.initial_direction = [
-            optimizer.add_variable_from_reference(
-                v, name="away_direction", initializer=_Fixed(r / norm))
-            for v, r in zip(variables, draws)]
+        self.initial_direction = add_weight_variables(
+            optimizer, variables, "away_direction",
+            [r / norm for r in draws])
 
     def __call__(self, direction, step):
         moved = [ops.cast(w, "float32") - ops.cast(s, "float32")
                  for w, s in zip(step.values, self._start_values(step))]
         length = ops.sqrt(sum(ops.sum(m * m) for m in moved))
         at_start = ops.less_equal(length, 1e-12)
-        scale = self.strength / ops.maximum(length, 1e-12)
+        scale = self.weight / ops.maximum(length, 1e-12)
         return [
             d - ops.cast(ops.where(
-                at_start, self.strength * self.initial_direction[i].value,
+                at_start, self.weight * self.initial_direction[i].value,
                 scale * m), d.dtype)
             for d, m, i in zip(direction, moved, step.indices)]
 
     def get_config(self):
-        return {"strength": self.strength, "seed": self.seed}
+        return {"weight": self.weight, "seed": self.seed}
 
 
 #: What `AdversarialOutputDiversity` does with the outputs on x̃.
@@ -166,7 +171,8 @@ class AdversarialOutputDiversity(PathStartTerm):
     array inputs (classifiers).
 
     Args:
-        strength: λ ≥ 0 (default 1.0).
+        weight: λ ≥ 0, the term's weight (default 1.0; `strength` is its
+            deprecated 0.5 name).
         epsilon: ε ≥ 0 of the adversarial inputs (default 0.1), in input
             units.
         objective: `"clean_label"` (default) or `"away"`.
@@ -196,10 +202,13 @@ class AdversarialOutputDiversity(PathStartTerm):
     ```
     """
 
-    def __init__(self, strength=1.0, epsilon=0.1, objective="clean_label",
+    strength = renamed_attribute("strength", "weight", since="0.6")
+
+    @renamed_arguments(since="0.6", strength="weight")
+    def __init__(self, weight=1.0, epsilon=0.1, objective="clean_label",
                  norm="inf", distance="kl", clip=(0.0, 1.0),
                  from_logits=True):
-        self.strength = check_number("strength", strength)
+        self.weight = check_number("weight", weight)
         self.epsilon = check_number("epsilon", epsilon)
         if objective not in OBJECTIVES:
             raise ValueError(f"`objective` must be one of {OBJECTIVES}; got "
@@ -266,14 +275,14 @@ class AdversarialOutputDiversity(PathStartTerm):
 
         def diversify():
             _, grads = self.loss(step, inputs)
-            return [d + ops.cast(self.strength, d.dtype) * g
+            return [d + ops.cast(self.weight, d.dtype) * g
                     for d, g in zip(direction, grads)]
 
         return fip_backend.memory_cond(step.memory_active, diversify,
                                        lambda: list(direction))
 
     def get_config(self):
-        return {"strength": self.strength, "epsilon": self.epsilon,
+        return {"weight": self.weight, "epsilon": self.epsilon,
                 "objective": self.objective, "norm": self.norm,
                 "distance": self.distance_name,
                 "clip": None if self.clip is None else list(self.clip),

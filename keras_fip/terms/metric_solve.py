@@ -9,6 +9,7 @@ from keras_fip.checks import check_number
 from keras_fip.metric_product import METRICS
 from keras_fip.metric_product import REDUCTIONS
 from keras_fip.terms.base import DirectionTerm
+from keras_fip.terms.weight_variables import add_weight_variables
 from keras_fip.tree_math import dot
 
 
@@ -105,8 +106,8 @@ class MetricSolve(DirectionTerm):
         self.last_residual = optimizer.add_variable(
             shape=(), dtype="float32", name="cg_residual")
         if self.warm_start:
-            self._previous = optimizer.add_optimizer_variables(
-                variables, "cg_solution")
+            self._previous = add_weight_variables(optimizer, variables,
+                                                  "cg_solution")
 
     def activity(self, step):
         return step.memory_active

@@ -4,19 +4,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_fip.checks import check_number
-from keras_fip.terms.base import DirectionTerm
 from keras_fip.arrays import as_numpy
-
-
-class _Fixed(keras.initializers.Initializer):
-    """An initializer that returns one given array."""
-
-    def __init__(self, value):
-        self.value = value
-
-    def __call__(self, shape, dtype=None):
-        return ops.cast(self.value, dtype)
+from keras_fip.checks import check_number
+from keras_fip.deprecation import renamed_arguments
+from keras_fip.deprecation import renamed_attribute
+from keras_fip.terms.base import DirectionTerm
+from keras_fip.terms.weight_variables import add_weight_variables
 
 
 @keras.saving.register_keras_serializable(package="keras_fip")
@@ -27,8 +20,8 @@ class TowardWeights(DirectionTerm):
     FIP's invariance term protecting network A's outputs, the path moves
     A's weights toward those of a second network B of the same
     architecture, so it connects the two optima through networks that keep
-    A's function. w_B is stored as optimizer variables (created like each
-    weight, so distribution layouts match), so a `.keras` file keeps it.
+    A's function. w_B is held as optimizer variables
+    (`keras_fip.terms.weight_variables`), so a `.keras` file keeps it.
 
     Args:
         target_weights: the other network's `model.trainable_weights`
@@ -37,7 +30,8 @@ class TowardWeights(DirectionTerm):
             `[keras.ops.convert_to_numpy(v.value) for v in
             other.trainable_variables]`, or `None` when restored from a
             file.
-        strength: λ ≥ 0.
+        weight: λ ≥ 0, the term's weight (default 1.0; `strength` is its
+            deprecated 0.5 name).
 
     Example:
 
@@ -47,7 +41,8 @@ class TowardWeights(DirectionTerm):
         return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     model_a, model_b = net(), net()
     toward_b = keras_fip.terms.TowardWeights(
-        [keras.ops.convert_to_numpy(v.value) for v in model_b.trainable_variables])
+        [keras.ops.convert_to_numpy(v.value)
+         for v in model_b.trainable_variables])
     model_a.compile(optimizer=keras_fip.FIPOptimizer(
         keras.optimizers.SGD(1.0), step_norm=0.01, objectives=[toward_b]),
         loss="mse")
@@ -59,10 +54,13 @@ class TowardWeights(DirectionTerm):
     ```
     """
 
-    def __init__(self, target_weights=None, strength=1.0):
+    strength = renamed_attribute("strength", "weight", since="0.6")
+
+    @renamed_arguments(since="0.6", strength="weight")
+    def __init__(self, target_weights=None, weight=1.0):
         self._target = (None if target_weights is None else
                         [np.asarray(w) for w in target_weights])
-        self.strength = check_number("strength", strength)
+        self.weight = check_number("weight", weight)
         self.target = None
 
     def build(self, optimizer, variables):
@@ -79,20 +77,16 @@ class TowardWeights(DirectionTerm):
                 )
         # Initialised with w_B itself: under tf.function the optimizer is
         # built while tracing, where a later `assign` would not persist.
-        values = self._target or [None] * len(variables)
-        self.target = [
-            optimizer.add_variable_from_reference(
-                v, name="toward_target",
-                initializer="zeros" if w is None else _Fixed(w))
-            for v, w in zip(variables, values)]
+        self.target = add_weight_variables(optimizer, variables,
+                                           "toward_target", self._target)
 
     def activity(self, step):
         return True
 
     def __call__(self, direction, step):
-        strength = self.strength
+        weight = self.weight
         return [
-            d + ops.cast(strength, d.dtype) * (
+            d + ops.cast(weight, d.dtype) * (
                 w - self.target[i].value)
             for d, w, i in zip(direction, step.values, step.indices)
         ]
@@ -104,4 +98,4 @@ class TowardWeights(DirectionTerm):
             for v, t in zip(variables, self.target))))
 
     def get_config(self):
-        return {"strength": self.strength}
+        return {"weight": self.weight}
