@@ -42,12 +42,14 @@ import keras
 from keras import ops
 
 from keras_fip import backend as fip_backend
+from keras_fip import compat
 from keras_fip import version
 from keras_fip.checks import check_positive_int
+from keras_fip.deprecation import upgrade_config
 from keras_fip.memory import Memory
 from keras_fip.step import Step
-from keras_fip.task_cycle import Task
 from keras_fip.task_cycle import TaskCycle
+from keras_fip.task_cycle import TaskData
 from keras_fip.terms.base import DirectionTerm
 from keras_fip.arrays import as_numpy
 
@@ -203,7 +205,8 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
 
     @property
     def variables(self):
-        return (self._variables + self.task_cycle.variables
+        return (compat.optimizer_own_variables(self)
+                + self.task_cycle.variables
                 + self.inner_optimizer.variables)
 
     @property
@@ -283,7 +286,7 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
         return model
 
     def _check_variables(self, model):
-        known = {id(v) for v in self._trainable_variables}
+        known = {id(v) for v in compat.optimizer_trainable_variables(self)}
         new = [v.path for v in model.trainable_variables
                if id(v) not in known]
         if new:
@@ -312,7 +315,7 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
                 (`remember_task`): steps taken before it are its own.
         """
         self.bind(model, x)
-        task = Task(task_id, x, y)
+        task = TaskData(task_id, x, y)
         if self.task_cycle.begin(model, task, self._step_count(),
                                  known=known):
             for term in self.terms:
@@ -330,7 +333,7 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
         terms consolidate (EWC's Fisher, SI's importance)."""
         if not self.built:
             self.build(model.trainable_variables)
-        task = Task(task_id, x, y)
+        task = TaskData(task_id, x, y)
         if self.task_cycle.end(model, task, self._step_count()):
             for term in self.terms:
                 term.end_task(self, model, task)
@@ -342,7 +345,8 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
         """Indices of the variables whose pre-step values the step needs:
         every one for an observing term, else those a projection reads."""
         needed = set()
-        every = frozenset(range(len(self._trainable_variables)))
+        every = frozenset(range(len(
+            compat.optimizer_trainable_variables(self))))
         for term in self.terms:
             if term.observes:
                 return every
@@ -366,7 +370,8 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
                 self.build(trainable_variables)
             self.built = True
         self._traced = True
-        variables = list(trainable_variables or self._trainable_variables)
+        variables = list(trainable_variables
+                         or compat.optimizer_trainable_variables(self))
         grads = [
             ops.zeros_like(v) if g is None else fip_backend.to_dense(g)
             for g, v in zip(grads, variables)
@@ -524,8 +529,9 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
             "state_spec": self.task_cycle.state_spec,
             "keras_fip_version": version.__version__,
         }
-        if self.built and any("lora_kernel" in v.path
-                              for v in self._trainable_variables):
+        trained = (compat.optimizer_trainable_variables(self) if self.built
+                   else [])
+        if any("lora_kernel" in v.path for v in trained):
             # Keras merges LoRA adapters into the kernels when it saves:
             # `keras_fip.saving.restore_optimizer` reads this to refuse.
             config["lora_adapters"] = True
@@ -553,7 +559,7 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
+        config = upgrade_config(cls, config)  # a copy, in 0.6 names
         # Files of keras_fip 0.1 carry no version.
         config.setdefault("keras_fip_version", "0.1.0")
         state_spec = config.pop("state_spec", None)
