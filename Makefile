@@ -5,12 +5,15 @@
 #   make test-large            the large tier (experiments) on the three
 #   make test BACKENDS=jax     one backend
 #   make test PYTEST_ARGS="-k memory -x"   extra pytest arguments
+#   make test WORKERS=0        in one process (pytest-xdist otherwise)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.keras_fip_installed
 BACKENDS ?= tensorflow jax torch
 PYTEST_ARGS ?=
+# pytest-xdist processes per backend: one per core of a 2-core machine.
+WORKERS ?= 2
 # The Keras torch backend is ~70x slower on small machines without this.
 export OMP_NUM_THREADS ?= 1
 
@@ -44,7 +47,7 @@ define run_tier
 	@set -e; for backend in $(BACKENDS); do \
 	  echo "=== $(1) tier on the $$backend backend ==="; \
 	  code=0; KERAS_BACKEND=$$backend $(PY) -m pytest tests -q \
-	    -m "$(2)" $(PYTEST_ARGS) || code=$$?; \
+	    -n $(WORKERS) -m "$(2)" $(PYTEST_ARGS) || code=$$?; \
 	  if [ $$code -eq 5 ]; then \
 	    echo "no $(1)-tier test selected on $$backend"; \
 	  elif [ $$code -ne 0 ]; then exit $$code; fi; \
