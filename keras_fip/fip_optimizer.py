@@ -100,8 +100,9 @@ class FIPOptimizer(ContinualOptimizer):
         distance: output distance D: `"bhattacharyya"` (the reference
             code, default), `"squared_l2"` (on logits: the JᵀJ metric) or
             `"kl"`. See `keras_fip.distances`.
-        reduction: `"sum"` over the memory batch (the reference code: the
-            invariance weight grows with `memory_batch_size`) or `"mean"`.
+        reduction: `"sum"` over the memory batch (default, the reference
+            code: the invariance weight grows with `memory_batch_size`) or
+            `"mean"`.
         from_logits: whether the model outputs logits (softmax is applied
             before the distribution distances) or probabilities.
         token_reduction: for sequence outputs (a KerasHub `CausalLM`'s
@@ -109,7 +110,7 @@ class FIPOptimizer(ContinualOptimizer):
             distance is the `"mean"` (default) or `"sum"` of its per-token
             distances over its real tokens (the memory input
             `"padding_mask"`; padded positions count for nothing).
-        memory_batch_size: protected inputs drawn per step.
+        memory_batch_size: protected inputs drawn per step (default 32).
         step_norm: ε. `None` (default) hands the direction over as it is;
             a number > 0 rescales it to that global L2 norm first.
         objectives: weight-space secondary objectives, a list of
@@ -135,7 +136,8 @@ class FIPOptimizer(ContinualOptimizer):
             `"fisher"`; `None` picks the one the distance approximates
             (`"logit"` for squared L2, `"fisher"` for Bhattacharyya / KL).
         solver_iterations: conjugate-gradient iterations per step of the
-            exact step (each one JVP and one VJP on the memory batch).
+            exact step (default 5; each one JVP and one VJP on the memory
+            batch).
         name: the optimizer's name.
 
     Example:
@@ -145,8 +147,9 @@ class FIPOptimizer(ContinualOptimizer):
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
     fip = keras_fip.FIPOptimizer(
         keras.optimizers.Adam(1e-3), memory=keras_fip.Memory(capacity=40))
-    model.compile(optimizer=fip, loss=keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True))
+    model.compile(optimizer=fip,
+                  loss=keras.losses.SparseCategoricalCrossentropy(
+                      from_logits=True))
     x, y = np.random.rand(64, 8).astype("float32"), np.arange(64) % 4
     for task_id, (xt, yt) in enumerate([(x[:32], y[:32]), (x[32:], y[32:])]):
         model.fit(xt, yt, epochs=2, verbose=0, callbacks=[

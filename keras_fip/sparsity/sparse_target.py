@@ -61,8 +61,9 @@ class SparseTarget(DirectionTerm):
         prune: glob patterns on variable paths of the variables to prune
             (default: every trainable `kernel` with 2+ axes: dense,
             einsum-dense and convolution kernels).
-        scope: 'global' (one magnitude threshold across all pruned
-            variables, the reference code) or 'per_variable' (tfmot).
+        scope: `"global"` (default: one magnitude threshold across all
+            pruned variables, the reference code) or `"per_variable"`
+            (tfmot).
         hard_mask_step: `None` (default, the reference code: the pull
             alone, hard mask only by `make_pruning_permanent`) or the
             optimizer step at which the mask becomes hard; at or after the

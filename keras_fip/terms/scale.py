@@ -20,7 +20,7 @@ class ScaleGradient(DirectionTerm):
     is the inner optimizer's).
 
     Args:
-        beta: β ≥ 0.
+        beta: β ≥ 0, the weight of the direction so far (default 1.0).
 
     Example:
 
