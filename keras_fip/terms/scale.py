@@ -2,11 +2,11 @@
 
 import keras
 
+from keras_fip.arrays import as_numpy
 from keras_fip.checks import check_number
 from keras_fip.terms.base import DirectionTerm
 from keras_fip.terms.base import gated
 from keras_fip.tree_math import scaled
-from keras_fip.arrays import as_numpy
 
 
 @keras.saving.register_keras_serializable(package="keras_fip")
