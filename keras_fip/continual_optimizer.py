@@ -576,5 +576,5 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
         optimizer = cls(**config)
         if state_spec is not None:
             # The model-state snapshot a saved optimizer had.
-            optimizer.task_cycle._build_state(state_spec)
+            optimizer.task_cycle.build_state(state_spec)
         return optimizer

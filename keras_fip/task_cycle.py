@@ -133,7 +133,7 @@ class TaskCycle:
         self.model_state = []
         self.state_spec = None
         if state_spec is not None:
-            self._build_state(state_spec)
+            self.build_state(state_spec)
 
     @property
     def variables(self):
@@ -146,7 +146,13 @@ class TaskCycle:
     # ------------------------------------------------------------------
     # Building
     # ------------------------------------------------------------------
-    def _build_state(self, spec):
+    def build_state(self, spec):
+        """Creates the model-state snapshot's variables from `spec`.
+
+        Args:
+            spec: one `{"shape": ..., "dtype": ...}` per non-trainable
+                variable of the model (`state_spec`, as saved in a config).
+        """
         self.model_state = [
             keras.Variable(np.zeros(s["shape"], s["dtype"]),
                            dtype=s["dtype"], trainable=False,
@@ -175,7 +181,7 @@ class TaskCycle:
         spec = [{"shape": list(v.shape), "dtype": v.dtype}
                 for v in model.non_trainable_variables]
         if self.state_spec is None:
-            self._build_state(spec)
+            self.build_state(spec)
             self.snapshot(model)
             created = True
         elif spec != self.state_spec:
