@@ -189,3 +189,51 @@ def test_module_example_runs(name):
     module = importlib.import_module(f"keras_fip.{name}")
     (block,) = re.findall(r"```python\n(.*?)```", module.__doc__, re.S)
     exec(textwrap.dedent(block), {})
+
+
+def private_imports(path):
+    """`(line, what)` for each private name one keras_fip module takes from
+    another (`from keras_fip.x import _y`, `x._y` with `x` a keras_fip
+    module)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    modules, uses = set(), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (
+                node.module or "").startswith("keras_fip"):
+            for alias in node.names:
+                if alias.name.startswith("_") and alias.name != "__version__":
+                    uses.append((node.lineno,
+                                 f"from {node.module} import {alias.name}"))
+                modules.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("keras_fip"):
+                    modules.add(alias.asname or alias.name.split(".")[0])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") \
+                and not node.attr.startswith("__") \
+                and isinstance(node.value, ast.Name) \
+                and node.value.id in modules:
+            uses.append((node.lineno, ast.unparse(node)))
+    return sorted(uses)
+
+
+def test_no_module_imports_a_private_name_of_another():
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        uses = private_imports(path)
+        if uses:
+            found[str(path.relative_to(PACKAGE.parent))] = uses
+    assert not found, (
+        "Private names taken across keras_fip modules (make the name "
+        f"public where it is defined, or move it): {found}")
+
+
+def test_the_private_import_check_sees_one(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("from keras_fip.terms.toward import _Fixed\n"
+                    "from keras_fip.sparsity import schedules\n"
+                    "schedules._check_sparsity('s', 0.5)\n")
+    assert private_imports(path) == [
+        (1, "from keras_fip.terms.toward import _Fixed"),
+        (3, "schedules._check_sparsity")]
