@@ -3,7 +3,9 @@
 `keras_fip.ContinualOptimizer(inner, terms=[...])` applies them in order,
 each mapping the direction d (starting from the gradient `fit` computed);
 `FIPOptimizer` and the baselines are presets over these terms. Write your
-own by subclassing `DirectionTerm`.
+own by subclassing `DirectionTerm` (its docstring gives the argument
+names every term uses: a term's own weight is `weight`); weight-shaped
+state lives in optimizer variables made by `terms.weight_variables`.
 """
 
 from keras_fip.terms.base import DirectionTerm
