@@ -19,7 +19,8 @@ from keras_fip.version import __version__
 
 _MODULES = ("anchors", "attacks", "baselines", "callbacks", "heads", "nested",
             "continual_metrics", "datasets", "ensembles",
-            "distances", "evaluation", "geometry", "hub", "language", "saving",
+            "distances", "evaluation", "geometry", "hub", "labels", "language",
+            "saving",
             "sparsity", "terms", "weight_space")
 _NAMES = {
     "ContinualOptimizer": "keras_fip.continual_optimizer",

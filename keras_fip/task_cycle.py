@@ -339,19 +339,21 @@ def _check_untracked(task_id, current, steps):
 
 def _check_output_shape(model, memory):
     """Refuses a model whose outputs no longer fit the stored anchors."""
-    expected = list(memory.spec["outputs"]["shape"])
+    expected = [tuple(s) for s in memory.output_shapes]
     try:
         spec = model.compute_output_spec(
             tree.map_structure(
                 lambda v: keras.KerasTensor((1, *v.shape[1:]), v.dtype),
                 memory.inputs))
-        shape = list(spec.shape[1:])
+        shapes = [tuple(s.shape[1:]) for s in tree.flatten(spec)]
     except Exception:  # a model that cannot run symbolically: skip
         return
-    if shape != expected:
+    if shapes != expected:
+        shape, expected = (shapes[0], expected[0]) if len(shapes) == 1 \
+            and len(expected) == 1 else (shapes, expected)
         raise ValueError(
-            f"The model's outputs have per-sample shape {tuple(shape)} but "
-            f"the memory's anchors were stored with shape {tuple(expected)}"
+            f"The model's outputs have per-sample shape {shape} but "
+            f"the memory's anchors were stored with shape {expected}"
             ": the head grew (or shrank) after the memory was built. "
             "Allocate the whole head up front (one output per class of "
             "every task), or start a new Memory for the new head."

@@ -26,6 +26,7 @@ class in `keras_fip.anchors.STORAGES` to add a storage.
 import math
 
 import numpy as np
+from keras import ops
 
 from keras_fip.arrays import as_numpy
 
@@ -128,7 +129,8 @@ class AnchorStorage:
             inputs: their inputs, as the model's call takes them.
         """
         del model
-        leaves = [as_numpy(v)[rows] for v in memory.anchor_variables]
+        leaves = [ops.convert_to_tensor(as_numpy(v)[rows])
+                  for v in memory.anchor_variables]
         return self.batch(leaves, inputs, memory, forward=None)
 
     # In the step ---------------------------------------------------------

@@ -4,9 +4,13 @@ import keras
 import numpy as np
 from keras import tree
 
+from keras_fip import compat
+from keras_fip import labels
+from keras_fip import nested
+from keras_fip.anchors.taking import call_model
 from keras_fip.evaluation import find_continual_optimizer
 from keras_fip.evaluation import model_inputs
-from keras_fip.evaluation import predict_outputs
+from keras_fip.memory_spec import memory_labels
 
 
 def _leaves(x):
@@ -52,25 +56,8 @@ def _check_data(task_id, x, y):
                 "would diverge and its outputs could not serve as anchors. "
                 "Clean or impute the data first."
             )
-    if y is None:
-        return
-    labels = np.asarray(y)
-    if labels.shape[:1] != (n,):
-        raise ValueError(
-            f"Task {task_id} has {n} inputs but "
-            f"{labels.shape[0] if labels.ndim else 'no'} labels: x and y "
-            "must have the same number of samples."
-        )
-    if not (np.issubdtype(labels.dtype, np.integer)
-            or np.issubdtype(labels.dtype, np.floating)
-            or labels.dtype == bool):
-        raise TypeError(
-            f"Task {task_id}'s labels must be integer class ids (or one-hot "
-            f"rows); got {labels.dtype} values such as "
-            f"{labels.reshape(-1)[:3].tolist()}. Map them to ids first, "
-            "e.g. with keras.layers.StringLookup or numpy.unique("
-            "..., return_inverse=True)."
-        )
+    if y is not None:
+        labels.check_structure(task_id, y, n)
 
 
 def _forget_resumed_epoch(model):
@@ -83,8 +70,7 @@ def _forget_resumed_epoch(model):
     `TaskBoundary` clears it when a `fit` is set up (before any callback
     begins training) and when it ends.
     """
-    if getattr(model, "_initial_epoch", None) is not None:
-        model._initial_epoch = None
+    compat.clear_resumed_epoch(model)
 
 
 class TaskBoundary(keras.callbacks.Callback):
@@ -116,8 +102,13 @@ class TaskBoundary(keras.callbacks.Callback):
             arrays, or raw strings for a KerasHub model with a
             preprocessor). Datasets and generators are refused: pass a
             sample of them as arrays.
-        y: the task's integer labels (or one-hot rows), or `None` for a
-            reservoir memory.
+        y: the task's labels exactly as `fit` takes them: class ids or
+            one-hot rows, 0/1 targets of sigmoid units, regression
+            targets, or a dict (list) of them per output head; each head's
+            are checked against its loss (`keras_fip.labels`). The memory
+            balances on class ids (a multi-output model's first
+            classification head) and keeps a reservoir sample otherwise;
+            `None` for a reservoir memory.
 
     Example:
 
@@ -141,6 +132,10 @@ class TaskBoundary(keras.callbacks.Callback):
         self.y = y
         self._features = None
         self._features_of = None
+        #: What of `y` the memory keeps: the class ids it balances on
+        #: (a multi-output model's first classification head), or `None`
+        #: for labels that are not classes (reservoir sampling).
+        self.memory_labels = memory_labels(y)
 
     def _inputs(self, model):
         """The task's inputs as the model's forward pass takes them."""
@@ -162,26 +157,15 @@ class TaskBoundary(keras.callbacks.Callback):
         return optimizer
 
     def _check_labels(self, model):
+        """Each head's labels against its loss (`keras_fip.labels`)."""
         if self.y is None:
             return
-        y = np.asarray(self.y)
-        if y.ndim == 2 and y.shape[1] > 1:
-            return  # one-hot: the loss checks the width
         x = self._inputs(model)
         probe = tree.map_structure(lambda a: np.asarray(a)[:1], x)
-        shape = predict_outputs(model, probe, preprocess=False).shape
-        if len(shape) != 2:
-            return
-        head = shape[1]
-        if y.min() < 0 or y.max() >= head:
-            bad = y[(y < 0) | (y >= head)]
-            raise ValueError(
-                f"Task {self.task_id} has labels outside the model's "
-                f"{head}-way head (for example {bad[:3].tolist()}); labels "
-                f"must lie in [0, {head}). In class-incremental learning "
-                "allocate the whole head up front (one output per class of "
-                "every task)."
-            )
+        outputs = call_model(model, probe)
+        labels.check_against_heads(
+            self.task_id, self.y, model, nested.template_of(outputs),
+            [tuple(o.shape[1:]) for o in nested.flatten_tensors(outputs)])
 
     def _start(self, model):
         """Checks everything and builds the optimizer's state (at `fit`
@@ -200,7 +184,8 @@ class TaskBoundary(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._optimizer(self.model).begin_task(
-            self.model, self.task_id, self._inputs(self.model), self.y)
+            self.model, self.task_id, self._inputs(self.model),
+            self.memory_labels)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._optimizer(self.model).begin_epoch(epoch)
@@ -219,7 +204,7 @@ class TaskBoundary(keras.callbacks.Callback):
         # cycle ends a task once.
         model = self.model
         self._optimizer(model).end_task(
-            model, self.task_id, self._inputs(model), self.y)
+            model, self.task_id, self._inputs(model), self.memory_labels)
 
 
 def remember_task(model, task_id, x, y=None):
@@ -238,7 +223,8 @@ def remember_task(model, task_id, x, y=None):
         task_id: the id the known task gets (0, 1, ...).
         x: the task's inputs, as `fit` would take them (raw text for a
             KerasHub model with its preprocessor).
-        y: the task's integer labels, or `None` for a reservoir memory.
+        y: the task's labels as `fit` takes them (see `TaskBoundary`), or
+            `None` for a reservoir memory.
 
     Example:
 
@@ -254,5 +240,6 @@ def remember_task(model, task_id, x, y=None):
     keras.callbacks.Callback.set_model(boundary, model)
     optimizer = boundary._start(model)
     features = boundary._inputs(model)
+    y = boundary.memory_labels
     optimizer.begin_task(model, boundary.task_id, features, y, known=True)
     optimizer.end_task(model, boundary.task_id, features, y)

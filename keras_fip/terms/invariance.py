@@ -178,7 +178,7 @@ class Invariance(MemoryTerm):
         """
         protected = self.protected or self._single_head()
         if not all(isinstance(a, Anchor) for a in anchors):
-            anchors = [Anchor(ops.stop_gradient(a))
+            anchors = [Anchor(ops.stop_gradient(ops.convert_to_tensor(a)))
                        for a in nested.flatten_tensors(anchors)]
         heads = nested.flatten_tensors(outputs)
         total = None
