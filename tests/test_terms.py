@@ -89,7 +89,8 @@ def test_a_user_memory_term_is_ders_logit_term():
         return _trained(optimizer, tasks=2), term
 
     mine, term = run(LogitMatch())
-    theirs, _ = run(baselines.DarkReplayTerm(logit_weight=1.0, label_weight=0.0))
+    theirs, _ = run(baselines.DarkReplayTerm(logit_weight=1.0,
+                                             label_weight=0.0))
     assert float(as_numpy(term.last_loss)) > 0
     for got, want in zip(_weights(mine), _weights(theirs)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -3,12 +3,12 @@
 import keras
 from keras import ops
 
+from keras_fip.arrays import as_numpy
 from keras_fip.checks import check_number
 from keras_fip.terms.base import DirectionTerm
 from keras_fip.terms.base import gated
 from keras_fip.tree_math import global_norm
 from keras_fip.tree_math import scaled
-from keras_fip.arrays import as_numpy
 
 MODES = ("rescale", "clip")
 
