@@ -10,6 +10,7 @@ by every term that asks.
 from keras import ops
 
 from keras_fip import backend as fip_backend
+from keras_fip import compat
 from keras_fip import nested
 from keras_fip.geometry import metric_vector_product_values
 
@@ -35,7 +36,8 @@ class Step:
         self.grads = list(grads)
         self.values = list(values)
         self.variables = list(variables)
-        self.indices = [optimizer._get_variable_index(v) for v in variables]
+        self.indices = [compat.optimizer_variable_index(optimizer, v)
+                        for v in variables]
         count = optimizer.iterations  # a tensor under gradient accumulation
         self.iterations = getattr(count, "value", count)
         self.active = True

@@ -13,7 +13,8 @@ from keras_fip.anchors.taking import head_outputs
 from keras_fip.arrays import as_numpy
 
 
-def _suffix(head, num_heads):
+def head_suffix(head, num_heads):
+    """The suffix of a head's anchor variable names ("" for one head)."""
     return "" if num_heads == 1 else f"_{head}"
 
 
@@ -44,7 +45,7 @@ class OutputAnchors(StoredAnchors):
     name = "outputs"
 
     def variable_specs(self, output_shapes):
-        return [(f"anchor_outputs{_suffix(h, len(output_shapes))}",
+        return [(f"anchor_outputs{head_suffix(h, len(output_shapes))}",
                  tuple(shape), "float32")
                 for h, shape in enumerate(output_shapes)]
 

@@ -28,7 +28,7 @@ from keras import ops
 
 from keras_fip.anchors.base import Anchor
 from keras_fip.anchors.outputs import StoredAnchors
-from keras_fip.anchors.outputs import _suffix
+from keras_fip.anchors.outputs import head_suffix
 
 #: The distances that compare distributions (what top-k anchors can feed).
 DISTRIBUTION_DISTANCES = ("bhattacharyya", "kl")
@@ -128,7 +128,7 @@ class TopKAnchors(StoredAnchors):
                     f"per-sample shape {shape}. Use anchor_storage="
                     "'outputs'.")
             k = min(self.top_k, shape[-1])
-            suffix = _suffix(h, len(output_shapes))
+            suffix = head_suffix(h, len(output_shapes))
             specs += [(f"anchor_indices{suffix}", (*shape[:-1], k), "int32"),
                       (f"anchor_log_probs{suffix}", (*shape[:-1], k),
                        "float32")]

@@ -58,7 +58,7 @@ class Invariance(MemoryTerm):
             input `mask_key`) contribute nothing. See
             `keras_fip.distances.per_sample`.
         mask_key: the key of the padding mask among dict memory inputs
-            (default KerasHub's `"padding_mask"`); `None` counts every
+            (default `"padding_mask"`, KerasHub's); `None` counts every
             position.
         weight: λ ≥ 0, the weight of the term (default 1: FIP, whose
             balance is set by β on the task gradient instead).
