@@ -40,7 +40,6 @@ from keras_fip.terms.metric_solve import MetricSolve
 from keras_fip.terms.scale import ScaleGradient
 from keras_fip.terms.step_norm import StepNorm
 
-
 # The paper's reference code (the default of keras_fip 0.1 and 0.2).
 REFERENCE_SETTINGS = {"distance": "bhattacharyya", "reduction": "sum",
                       "beta": 1.0, "anchors": "task_start", "damping": None}
@@ -52,6 +51,8 @@ METRIC_OF = {"squared_l2": "logit", "bhattacharyya": "fisher",
 
 
 def _metric_of(distance):
+    if distance == "auto":
+        return "fisher"  # until bind() reads the heads' distances
     if distance not in METRIC_OF:
         raise ValueError(
             f"No default metric for the exact step with distance "
@@ -97,14 +98,20 @@ class FIPOptimizer(ContinualOptimizer):
             with the other defaults on the validation splits of four
             streams (the reference code's β = 1 is
             `FIPOptimizer.reference_code`).
-        distance: output distance D: `"bhattacharyya"` (the reference
-            code, default), `"squared_l2"` (on logits: the JᵀJ metric) or
-            `"kl"`. See `keras_fip.distances`.
+        distance: output distance D: `"auto"` (default: each output
+            head's follows its compiled loss, `keras_fip.heads`: class
+            scores → `"bhattacharyya"`, the reference code's; sigmoid units
+            → `"bernoulli_bhattacharyya"`; regression → `"squared_l2"`),
+            or one of `keras_fip.distances.DISTANCES` for every head
+            (`"squared_l2"` on logits is the JᵀJ metric), or a dict
+            `{head name: distance}`.
         reduction: `"sum"` over the memory batch (default, the reference
             code: the invariance weight grows with `memory_batch_size`) or
             `"mean"`.
-        from_logits: whether the model outputs logits (softmax is applied
-            before the distribution distances) or probabilities.
+        from_logits: whether the model outputs logits (softmax or sigmoid
+            is applied before the distribution distances) or
+            probabilities; `None` (default) reads it from each head's
+            output activation, else its loss.
         token_reduction: for sequence outputs (a KerasHub `CausalLM`'s
             `(batch, sequence, vocabulary)` logits): a memory sequence's
             distance is the `"mean"` (default) or `"sum"` of its per-token
@@ -138,6 +145,9 @@ class FIPOptimizer(ContinualOptimizer):
         solver_iterations: conjugate-gradient iterations per step of the
             exact step (default 5; each one JVP and one VJP on the memory
             batch).
+        heads: for a model with several outputs (a dict or list of
+            heads), the names of the heads to protect; `None` (default)
+            protects every head, each by its own distance, summed.
         name: the optimizer's name.
 
     Example:
@@ -162,9 +172,9 @@ class FIPOptimizer(ContinualOptimizer):
         inner_optimizer,
         memory=None,
         beta=0.3,
-        distance="bhattacharyya",
+        distance="auto",
         reduction="sum",
-        from_logits=True,
+        from_logits=None,
         memory_batch_size=32,
         token_reduction="mean",
         step_norm=None,
@@ -174,12 +184,13 @@ class FIPOptimizer(ContinualOptimizer):
         damping=None,
         metric=None,
         solver_iterations=5,
+        heads=None,
         name=None,
         **kwargs,
     ):
         scale = ScaleGradient(beta)
         invariance = Invariance(distance, reduction, from_logits,
-                                token_reduction=token_reduction)
+                                token_reduction=token_reduction, heads=heads)
         objectives = _objectives(objectives, sparse_target)
         solve = None if damping is None else MetricSolve(
             damping, solver_iterations, metric or _metric_of(distance),
@@ -196,7 +207,14 @@ class FIPOptimizer(ContinualOptimizer):
         self._invariance = invariance
         self._step_norm = norm
         self._solve = solve
+        self._metric_given = metric is not None
         self.objectives = objectives
+
+    def bind(self, model, sample_inputs=None):
+        super().bind(model, sample_inputs)
+        protected = self._invariance.protected
+        if self._solve is not None and not self._metric_given and protected:
+            self._solve.metric = _metric_of(protected[0].distance)
 
     @classmethod
     def reference_code(cls, inner_optimizer, memory=None, **overrides):
@@ -242,6 +260,11 @@ class FIPOptimizer(ContinualOptimizer):
         return self._invariance.from_logits
 
     @property
+    def heads(self):
+        """The names of the protected heads (`None`: every head)."""
+        return self._invariance.heads
+
+    @property
     def token_reduction(self):
         return self._invariance.token_reduction
 
@@ -249,6 +272,12 @@ class FIPOptimizer(ContinualOptimizer):
     def refresh_anchors(self):
         """Whether a task start re-anchors every stored sample."""
         return self.anchors == "task_start"
+
+    @property
+    def invariance_term(self):
+        """The `keras_fip.terms.Invariance` term (its protected heads and
+        distances, `drift`)."""
+        return self._invariance
 
     @property
     def invariance_loss(self):
@@ -263,6 +292,7 @@ class FIPOptimizer(ContinualOptimizer):
             reduction=self.reduction,
             from_logits=self.from_logits,
             token_reduction=self.token_reduction,
+            heads=self.heads,
             step_norm=(None if self._step_norm is None
                        else self._step_norm.current()),
             anchors=self.anchors,
@@ -280,4 +310,7 @@ class FIPOptimizer(ContinualOptimizer):
         # A file written before the exact step existed took the penalty
         # step: keep it so, whatever the constructor's default now is.
         config = {"damping": None, "metric": None, **config}
+        # Files of keras_fip 0.5 and before name the distance and
+        # from_logits explicitly (their defaults then), so they load as
+        # they were saved.
         return super().from_config(config, custom_objects)
