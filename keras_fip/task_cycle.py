@@ -241,7 +241,8 @@ class TaskCycle:
                 "larger id than the last one."
             )
         outside = step - _read_int(self.ended_at_step)
-        if not known and self.last_task < 0 and step > 0:
+        if (not known and self.last_task < 0 and step > 0
+                and not (self.memory is not None and self.memory.size)):
             _check_untracked(task.task_id, current, step)
         elif (not known and self.last_task >= 0 and current == self.last_task
               and outside > 0):
