@@ -447,6 +447,18 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
         have = len(self.variables)
         if self.state_built or len(arrays) == have:
             self._assign_state(arrays)
+        elif len(arrays) > have and self.built:
+            raise ValueError(
+                f"Cannot restore {type(self).__name__} {self.name!r}: the "
+                f"file holds {len(arrays)} optimizer variables and this "
+                f"optimizer has {have} so far: it is built but was never "
+                "bound to the model, so its memory and model snapshot do "
+                "not exist yet and the file cannot be matched to them. "
+                "Bind it first, model.optimizer.bind(model, x) with the "
+                "task's inputs, then load again; or load into a freshly "
+                "compiled model, whose optimizer restores the state when "
+                "it is bound."
+            )
         elif len(arrays) > have:
             self._pending_state = arrays
             warnings.warn(
@@ -464,8 +476,9 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
                 f"Skipping the saved state of {type(self).__name__} "
                 f"{self.name!r}: the file holds {len(arrays)} variables, "
                 f"fewer than the {have} this optimizer has before it is "
-                "bound to its model, so it was saved before it was built "
-                "(before any training) and holds no task to restore.",
+                "bound to its model: it was saved before it was built "
+                "(before any training, so it holds no task to restore), or "
+                "from a different optimizer.",
                 stacklevel=2)
 
     def _refuse_pending(self):
