@@ -61,8 +61,8 @@ def complete(spec, top_k):
         keys = spec["input_keys"]
         spec["input_structure"] = (
             0 if keys is None else {k: i for i, k in enumerate(keys)})
-    spec.setdefault("anchors", {"storage": "outputs", "top_k": top_k,
-                                "weights": []})
+    spec.setdefault("anchors", {"storage": anchors.STORAGE_BEFORE_0_4,
+                                "top_k": top_k, "weights": []})
     return {k: spec[k]
             for k in ("input_structure", "inputs", "outputs", "anchors")}
 

@@ -71,6 +71,9 @@ STORAGE_CLASSES = {cls.name: cls
                    for cls in (OutputAnchors, TopKAnchors, SnapshotAnchors)}
 #: The names `Memory(anchor_storage=...)` takes.
 STORAGES = ("auto", *STORAGE_CLASSES)
+#: The storage of memories saved before storages existed (their specs
+#: name none).
+STORAGE_BEFORE_0_4 = OutputAnchors.name
 #: Stored outputs up to this size are kept as they are under `"auto"`.
 AUTO_OUTPUT_BYTES = 64 * 2**20
 #: Bytes of one sample's bookkeeping (order, label, task id, flag).
