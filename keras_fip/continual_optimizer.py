@@ -44,6 +44,7 @@ from keras import ops
 from keras_fip import backend as fip_backend
 from keras_fip import compat
 from keras_fip import version
+from keras_fip.arrays import as_numpy
 from keras_fip.checks import check_positive_int
 from keras_fip.deprecation import upgrade_config
 from keras_fip.memory import Memory
@@ -51,8 +52,6 @@ from keras_fip.step import Step
 from keras_fip.task_cycle import TaskCycle
 from keras_fip.task_cycle import TaskData
 from keras_fip.terms.base import DirectionTerm
-from keras_fip.arrays import as_numpy
-
 
 _DIFFERENT = (
     "the file was saved from a different optimizer (other terms, a memory "
@@ -253,27 +252,28 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
             created = self.task_cycle.bind(model, sample_inputs)
             if self._pending_state is not None:
                 self._restore_pending(model)
-        self._check_memory()
+        self._check_memory(model)
         if created and self._traced:
             # A step traced before the memory existed has no memory branch.
             model.train_function = None
             self._traced = False
 
-    def _check_memory(self):
+    def _check_memory(self, model):
         """Refuses a memory whose anchors a term or the policy cannot use."""
         memory = self.memory
         if memory is None or not memory.built:
             return
-        if memory.anchor_storage == "snapshot" and self.anchors == "stored":
+        if not memory.storage.per_sample and self.anchors == "stored":
             raise ValueError(
-                "A snapshot memory anchors every sample on the weights at "
-                "the task's start, but anchors='stored' keeps each sample's "
-                "outputs from when its task ended. Use anchors='task_start', "
-                "or keras_fip.Memory(capacity, anchor_storage='outputs').")
+                f"A memory whose anchors are kept as {memory.anchor_storage!r}"
+                " anchors every sample on the weights at the task's start, "
+                "but anchors='stored' keeps each sample's outputs from when "
+                "its task ended. Use anchors='task_start', or "
+                "keras_fip.Memory(capacity, anchor_storage='outputs').")
         for term in self.terms:
             check = getattr(term, "check_memory", None)
             if check is not None:
-                check(memory)
+                check(memory, model)
 
     def _require_model(self):
         model = None if self._model_ref is None else self._model_ref()
