@@ -84,7 +84,7 @@ def accuracy(model, x, y, batch_size=256, preprocess=True):
 
 
 class EvalSets:
-    """Evaluation `(x, y)` pairs, preprocessed once for the model that uses them.
+    """Evaluation `(x, y)` pairs, preprocessed once for the model using them.
 
     A KerasHub model's `preprocessor` (tokenizing text, resizing images) is
     applied the first time a model evaluates the sets, not at every epoch.

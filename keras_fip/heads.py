@@ -7,9 +7,13 @@ is:
 
 | head | its loss | distance (`"auto"`) |
 |---|---|---|
-| class scores (softmax or logits) | (sparse) categorical cross-entropy | `"bhattacharyya"` between the class distributions |
-| sigmoid units (one binary label, or several independent labels) | binary (focal) cross-entropy | `"bernoulli_bhattacharyya"`, per unit, summed |
+| class scores | (sparse) categorical CE | `"bhattacharyya"` |
+| sigmoid units | binary (focal) CE | `"bernoulli_bhattacharyya"` |
 | real values (regression) | MSE, MAE, Huber, log-cosh | `"squared_l2"` |
+
+Class scores (softmax or logits) are compared as class distributions;
+sigmoid units (one binary label, or several independent labels) each as a
+Bernoulli distribution, summed over the units.
 
 `resolve` reads the compiled loss of each head (`model.loss`: one loss, a
 list, or a dict keyed by output name) and whether a head outputs logits

@@ -98,7 +98,6 @@ def learn_byte_bpe_merges(texts, num_merges):
         list of `(a, b)` pairs in the order learned.
     """
     import regex
-
     from keras_hub.src.tokenizers.byte_pair_tokenizer import bytes_to_unicode
 
     byte_list, alphabet = bytes_to_unicode()

@@ -304,7 +304,8 @@ class Memory:
                             np.zeros((len(keep_new), *a.shape[1:]), a.dtype)])
             for a in anchors
         ]
-        merged_flags = np.concatenate([flags[keep_old], np.zeros(len(keep_new))])
+        merged_flags = np.concatenate([flags[keep_old],
+                                       np.zeros(len(keep_new))])
         self._write(merged, merged_labels, merged_tasks, merged_anchors,
                     merged_flags)
         self.num_seen.assign(num_adds + n)

@@ -47,7 +47,8 @@ def class_balanced_keep(old_labels, new_labels, capacity, rng):
         old, new = available[c]
         kept_old = old[: quota[c]]
         keep_old.append(kept_old)
-        keep_new.append(np.sort(rng.permutation(new)[: quota[c] - len(kept_old)]))
+        wanted = quota[c] - len(kept_old)
+        keep_new.append(np.sort(rng.permutation(new)[:wanted]))
     return (np.concatenate(keep_old).astype(int),
             np.concatenate(keep_new).astype(int))
 

@@ -192,8 +192,8 @@ def test_path_recorder_drift_for_every_storage(storage):
     fip = keras_fip.FIPOptimizer(
         keras.optimizers.Adam(1e-2),
         memory=keras_fip.Memory(16, anchor_storage=storage, top_k=2))
-    model.compile(optimizer=fip, loss=keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True))
+    model.compile(optimizer=fip,
+                  loss=keras.losses.SparseCategoricalCrossentropy(True))
     path = PathRecorder(every_n_epochs=1)
     model.fit(X[:48], CLASSES[:48], epochs=2, verbose=0,
               callbacks=[TaskBoundary(0, X[:48], CLASSES[:48]), path])
@@ -201,8 +201,9 @@ def test_path_recorder_drift_for_every_storage(storage):
     # network as it is, so the drift there is 0.
     assert path.records[-1]["drift"] == pytest.approx(0.0, abs=1e-6)
     direct = []
-    probe = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_, **__: direct.append(
-        fip.invariance_term.drift(fip.memory, model)))
+    probe = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda *_, **__: direct.append(
+            fip.invariance_term.drift(fip.memory, model)))
     # Listed before TaskBoundary, they see task 1 before it ends.
     model.fit(X[48:], CLASSES[48:], epochs=1, verbose=0,
               callbacks=[path, probe, TaskBoundary(1, X[48:], CLASSES[48:])])

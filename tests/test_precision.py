@@ -25,8 +25,8 @@ def test_low_precision_policies_keep_float32_anchors_and_distances(policy):
     fip = keras_fip.FIPOptimizer(keras.optimizers.Adam(1e-2),
                                  memory=keras_fip.Memory(16),
                                  memory_batch_size=8)
-    model.compile(optimizer=fip, loss=keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True))
+    model.compile(optimizer=fip,
+                  loss=keras.losses.SparseCategoricalCrossentropy(True))
     values = []
     trace = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_, **__:
                                            values.append(float(as_numpy(

@@ -33,32 +33,32 @@ if _BACKEND == "jax":
     from keras_fip.backend.common import all_reduce_sum
     from keras_fip.backend.common import replicas_in_sync
     from keras_fip.backend.common import to_numpy
+    from keras_fip.backend.common import variable_scope
     from keras_fip.backend.jax import compile_function
     from keras_fip.backend.jax import jvp
     from keras_fip.backend.jax import memory_cond
     from keras_fip.backend.jax import to_dense
     from keras_fip.backend.jax import value_and_grad
-    from keras_fip.backend.common import variable_scope
 elif _BACKEND == "tensorflow":
-    from keras_fip.backend.tensorflow import all_reduce_sum
-    from keras_fip.backend.tensorflow import replicas_in_sync
+    from keras_fip.backend.common import memory_cond
     from keras_fip.backend.common import to_numpy
+    from keras_fip.backend.tensorflow import all_reduce_sum
     from keras_fip.backend.tensorflow import compile_function
     from keras_fip.backend.tensorflow import jvp
-    from keras_fip.backend.common import memory_cond
+    from keras_fip.backend.tensorflow import replicas_in_sync
     from keras_fip.backend.tensorflow import to_dense
     from keras_fip.backend.tensorflow import value_and_grad
     from keras_fip.backend.tensorflow import variable_scope
 elif _BACKEND == "torch":
     from keras_fip.backend.common import all_reduce_sum
+    from keras_fip.backend.common import memory_cond
     from keras_fip.backend.common import replicas_in_sync
+    from keras_fip.backend.common import variable_scope
     from keras_fip.backend.torch import compile_function
     from keras_fip.backend.torch import jvp
-    from keras_fip.backend.common import memory_cond
     from keras_fip.backend.torch import to_dense
     from keras_fip.backend.torch import to_numpy
     from keras_fip.backend.torch import value_and_grad
-    from keras_fip.backend.common import variable_scope
 else:
     raise ImportError(
         f"keras_fip supports the 'jax', 'tensorflow' and 'torch' Keras "

@@ -4,9 +4,9 @@ import keras
 import numpy as np
 
 from keras_fip import geometry
+from keras_fip.arrays import as_numpy
 from keras_fip.evaluation import EvalSets
 from keras_fip.evaluation import find_continual_optimizer
-from keras_fip.arrays import as_numpy
 
 
 def _flat_weights(model):
@@ -103,7 +103,8 @@ class PathRecorder(keras.callbacks.Callback):
         ):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(
-                    f"`{name}` must be a positive integer or None; got {value!r}."
+                    f"`{name}` must be a positive integer or None; got "
+                    f"{value!r}."
                 )
         if metric not in geometry.METRICS:
             raise ValueError(f"Unknown metric {metric!r}; expected one of "

@@ -2,8 +2,8 @@
 
 import keras
 
-from keras_fip.evaluation import find_continual_optimizer
 from keras_fip.arrays import as_numpy
+from keras_fip.evaluation import find_continual_optimizer
 
 
 class PruningStop(keras.callbacks.Callback):

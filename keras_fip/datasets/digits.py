@@ -45,7 +45,8 @@ def split_digits(classes_per_task=2, test_size=0.3, random_state=0):
     len(stream), stream[0].classes      # 5, (0, 1)
     ```
     """
-    x_train, y_train, x_test, y_test = load_digits_split(test_size, random_state)
+    x_train, y_train, x_test, y_test = load_digits_split(test_size,
+                                                         random_state)
     return TaskStream.split_by_class(
         x_train,
         y_train,
@@ -68,7 +69,8 @@ def permuted_digits(num_tasks=5, seed=0, test_size=0.3, random_state=0):
     Returns:
         A `TaskStream` whose tasks all have the ten digit classes.
     """
-    x_train, y_train, x_test, y_test = load_digits_split(test_size, random_state)
+    x_train, y_train, x_test, y_test = load_digits_split(test_size,
+                                                         random_state)
     return TaskStream.permuted(
         x_train, y_train, x_test, y_test, num_tasks, seed=seed,
         name="permuted_digits",

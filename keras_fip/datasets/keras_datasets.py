@@ -8,7 +8,8 @@ on files written in the same format), and otherwise call `load_data()`, which
 downloads. Layouts read (as Keras 3 writes them):
 
 - MNIST: `datasets/mnist.npz` with `x_train, y_train, x_test, y_test`
-- Fashion-MNIST: `datasets/fashion-mnist/{train,t10k}-{labels-idx1,images-idx3}-ubyte.gz`
+- Fashion-MNIST: `datasets/fashion-mnist/` with
+  `{train,t10k}-{labels-idx1,images-idx3}-ubyte.gz`
 - CIFAR-100: `datasets/cifar-100-python-target/cifar-100-python/{train,test}`
   (pickled dicts with `data` and `fine_labels`)
 - CIFAR-10: `datasets/cifar-10-batches-py-target/cifar-10-batches-py/`

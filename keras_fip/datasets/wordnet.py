@@ -110,7 +110,8 @@ def sample_glosses(categories=DEFAULT_CATEGORIES, train_per_class=400,
                         ("test_per_class", test_per_class)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
                 or value < 1:
-            raise ValueError(f"`{name}` must be an integer >= 1; got {value!r}.")
+            raise ValueError(
+                f"`{name}` must be an integer >= 1; got {value!r}.")
     glosses = read_glosses(path)
     order = [c for task in categories for c in task]
     rng = np.random.default_rng(seed)

@@ -8,9 +8,9 @@ train step stay as they are) and combines that gradient with the direction:
 | term | memory loss | combination |
 |---|---|---|
 | `Invariance` (FIP) | distance to the anchor outputs | d + ∇D |
-| ER (`ReplayTerm`) | cross-entropy on stored labels | d + α ∇CE_mem |
+| ER (`ReplayTerm`) | CE on stored labels | d + α ∇CE_mem |
 | DER++ (`DarkReplayTerm`) | α MSE to stored logits + β CE | d + ∇(...) |
-| A-GEM (`GradientProjectionTerm`) | cross-entropy on stored labels | d projected off −∇CE_mem |
+| A-GEM (`GradientProjectionTerm`) | CE on stored labels | d off −∇CE_mem |
 | LwF (`DistillationTerm`) | distillation to the old model | d + α ∇KD |
 
 While the memory is empty or not anchored the term does nothing (a
