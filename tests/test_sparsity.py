@@ -79,10 +79,13 @@ def test_sparse_fip_steps_have_length_eps_and_close_the_gap():
     step = np.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(after, before)))
     np.testing.assert_allclose(step, 0.01, rtol=1e-3)
     first_gap = float(as_numpy(target.gap))
-    assert float(as_numpy(fip.invariance_loss)) != 0  # D active
+    # The first step is taken at the anchor, where D = 0.
+    assert float(as_numpy(fip.invariance_loss)) == pytest.approx(0.0,
+                                                                 abs=1e-6)
     model.fit(x, y, batch_size=16, epochs=40, verbose=0,
               callbacks=[keras_fip.callbacks.TaskBoundary(1, x, y)])
     assert float(as_numpy(target.gap)) < 0.5 * first_gap
+    assert float(as_numpy(fip.invariance_loss)) > 0  # D active on the walk
     assert float(as_numpy(target.sparsity)) == pytest.approx(0.8)
 
 
