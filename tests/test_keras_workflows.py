@@ -16,6 +16,7 @@ from keras import ops
 
 import keras_fip
 from conftest import BACKEND
+from conftest import Interrupt
 from conftest import make_mlp
 from conftest import sparse_ce
 from conftest import toy_tasks
@@ -55,18 +56,6 @@ def _memory_arrays(optimizer):
     return [as_numpy(v).copy() for v in optimizer.memory.variables]
 
 
-class _Interrupt(keras.callbacks.Callback):
-    """Stops the run at the end of epoch `at` as a crash would."""
-
-    def __init__(self, at):
-        super().__init__()
-        self.at = at
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.at:
-            raise KeyboardInterrupt
-
-
 # ----------------------------------------------------------------------
 # Saving, loading, resuming
 # ----------------------------------------------------------------------
@@ -103,7 +92,7 @@ def test_backup_and_restore_resumes_as_if_never_interrupted(tmp_path, fresh):
     backup_dir = str(tmp_path / "backup")
     interrupted = _compiled()
     with pytest.raises(KeyboardInterrupt):
-        run(keras.callbacks.BackupAndRestore(backup_dir), _Interrupt(1),
+        run(keras.callbacks.BackupAndRestore(backup_dir), Interrupt(1),
             model=interrupted)
     resumed = _compiled() if fresh else interrupted
     if fresh:

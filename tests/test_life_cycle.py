@@ -15,6 +15,7 @@ import pytest
 
 import keras_fip
 from conftest import BACKEND
+from conftest import Interrupt
 from conftest import make_mlp
 from conftest import sparse_ce
 from keras_fip.arrays import as_numpy
@@ -161,18 +162,6 @@ def test_load_weights_with_another_memory_is_refused_truthfully(tmp_path):
 # ----------------------------------------------------------------------
 # BackupAndRestore mid-task in a run of several tasks
 # ----------------------------------------------------------------------
-class _Interrupt(keras.callbacks.Callback):
-    """Stops `fit` at the end of epoch `at`, as a crash would."""
-
-    def __init__(self, at):
-        super().__init__()
-        self.at = at
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.at:
-            raise KeyboardInterrupt
-
-
 def run_tasks(directory, interrupt=None):
     """Trains the three tasks as a restartable script does.
 
@@ -196,7 +185,7 @@ def run_tasks(directory, interrupt=None):
             keras.callbacks.ModelCheckpoint(checkpoint(t, "{epoch}")),
         ]
         if interrupt is not None and interrupt[0] == t:
-            callbacks.append(_Interrupt(interrupt[1]))
+            callbacks.append(Interrupt(interrupt[1]))
         _fit(model, tasks[t], t, epochs=EPOCHS, callbacks=callbacks)
     return model
 
