@@ -20,7 +20,7 @@ memory's spec lists each head's per-sample shape, and every storage keeps
 one anchor per head.
 
 Subclass it in one new module of `keras_fip/anchors/` and register the
-class in `keras_fip.anchors.STORAGES` to add a storage.
+class in `keras_fip.anchors.STORAGE_CLASSES` to add a storage.
 """
 
 import math
@@ -150,6 +150,3 @@ class AnchorStorage:
             A list of `Anchor`, one per output head.
         """
         raise NotImplementedError
-
-    def describe(self):
-        return repr(self.name)
