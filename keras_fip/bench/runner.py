@@ -10,7 +10,8 @@ from keras_fip.bench.registry import STREAMS
 from keras_fip.bench.registry import make_optimizer as make_registered
 
 
-def run(stream_name, stream, method, seed, epochs, make_optimizer=None):
+def run(stream_name, stream, method, seed, epochs, make_optimizer=None,
+        spec=None):
     """Trains `method` on `stream` and returns the run's record.
 
     Args:
@@ -22,12 +23,14 @@ def run(stream_name, stream, method, seed, epochs, make_optimizer=None):
         epochs: epochs per task.
         make_optimizer: `make_optimizer(inner, stream, seed)`, the optimizer
             (default: the registry's for `method`).
+        spec: the stream's model, learning rate and batch size (default
+            `STREAMS[stream_name]`; `keras_fip.bench.suite.SUITE` has more).
 
     Returns:
         A dict with the accuracy matrix (one row after joint training,
         one per task otherwise), its metrics and the wall time.
     """
-    spec = STREAMS[stream_name]
+    spec = spec or STREAMS[stream_name]
     keras.utils.set_random_seed(seed)
     model = spec.model(stream)
     inner = keras.optimizers.Adam(spec.learning_rate)

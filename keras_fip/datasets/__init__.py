@@ -1,6 +1,7 @@
 """Task streams for continual learning."""
 
 from keras_fip.datasets.digits import permuted_digits
+from keras_fip.datasets.digits import rotated_digits
 from keras_fip.datasets.digits import split_digits
 from keras_fip.datasets.keras_datasets import load_cifar10
 from keras_fip.datasets.keras_datasets import split_cifar100
@@ -20,6 +21,7 @@ __all__ = [
     "load_cifar10",
     "permuted_digits",
     "read_part_of_speech_glosses",
+    "rotated_digits",
     "split_cifar100",
     "split_digits",
     "split_fashion_mnist",

@@ -1,11 +1,13 @@
-"""Split-digits and Permuted-digits from scikit-learn's 8×8 digits.
+"""Split-, Permuted- and Rotated-digits from scikit-learn's 8×8 digits.
 
 scikit-learn ships the 1,797 real digits (no download), so these streams
 run offline. Protocol (docs/protocols.md): pixels / 16 as float32,
 `train_test_split(test_size=0.3, random_state=0, stratify=y)`.
 """
 
+import numpy as np
 
+from keras_fip.datasets.task_stream import Task
 from keras_fip.datasets.task_stream import TaskStream
 
 
@@ -77,4 +79,44 @@ def permuted_digits(num_tasks=5, seed=0, test_size=0.3, random_state=0):
     )
 
 
-__all__ = ["load_digits_split", "permuted_digits", "split_digits"]
+def rotated_digits(quarter_turns=(0, 1, 2, 3), test_size=0.3,
+                   random_state=0):
+    """Domain-incremental Rotated-digits: each task turns the 8×8 images.
+
+    Args:
+        quarter_turns: one task per entry, its images rotated by that many
+            quarter turns counter-clockwise (`np.rot90`; an 8×8 image has
+            no other lossless rotation).
+        test_size: test fraction of the stratified split.
+        random_state: seed of the split.
+
+    Returns:
+        A `TaskStream` of flat 64-pixel inputs; every task has the ten
+        digit classes.
+
+    Example:
+
+    ```python
+    stream = keras_fip.datasets.rotated_digits()
+    len(stream), stream[1].x_train.shape[1]      # 4, 64
+    ```
+    """
+    turns = [int(k) for k in quarter_turns]
+    if not turns:
+        raise ValueError("`quarter_turns` is empty: give one entry per task.")
+    x_train, y_train, x_test, y_test = load_digits_split(test_size,
+                                                         random_state)
+
+    def turned(x, k):
+        images = np.rot90(x.reshape(len(x), 8, 8), k, axes=(1, 2))
+        return np.ascontiguousarray(images.reshape(len(x), 64))
+
+    classes = tuple(int(c) for c in np.unique(y_train))
+    return TaskStream([
+        Task(name=f"rotated_digits/{90 * k % 360}", x_train=turned(x_train, k),
+             y_train=y_train, x_test=turned(x_test, k), y_test=y_test,
+             classes=classes) for k in turns], name="rotated_digits")
+
+
+__all__ = ["load_digits_split", "permuted_digits", "rotated_digits",
+           "split_digits"]

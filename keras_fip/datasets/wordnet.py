@@ -32,6 +32,13 @@ LEXICOGRAPHER_FILES = {
     20: "noun.plant", 21: "noun.possession", 22: "noun.process",
     23: "noun.quantity", 24: "noun.relation", 25: "noun.shape",
     26: "noun.state", 27: "noun.substance", 28: "noun.time",
+    # Verbs, adjectives and adverbs (in data.verb, data.adj, data.adv).
+    0: "adj.all", 1: "adj.pert", 2: "adv.all", 29: "verb.body",
+    30: "verb.change", 31: "verb.cognition", 32: "verb.communication",
+    33: "verb.competition", 34: "verb.consumption", 35: "verb.contact",
+    36: "verb.creation", 37: "verb.emotion", 38: "verb.motion",
+    39: "verb.perception", 40: "verb.possession", 41: "verb.social",
+    42: "verb.stative", 43: "verb.weather", 44: "adj.ppl",
 }
 
 DEFAULT_CATEGORIES = (
@@ -51,6 +58,23 @@ SECOND_CATEGORIES = (
     ("noun.object", "noun.quantity"),
     ("noun.event", "noun.possession"),
     ("noun.time", "noun.process"),
+)
+
+# Ten verb categories with at least 500 glosses each, as five tasks:
+# `split_wordnet(categories=VERB_CATEGORIES)`.
+VERB_CATEGORIES = (
+    ("verb.motion", "verb.communication"),
+    ("verb.change", "verb.contact"),
+    ("verb.social", "verb.possession"),
+    ("verb.stative", "verb.cognition"),
+    ("verb.creation", "verb.body"),
+)
+
+# Three parts of speech, one task each (2, 2 and 3 classes).
+MIXED_CATEGORIES = (
+    ("noun.animal", "noun.artifact"),
+    ("verb.motion", "verb.communication"),
+    ("adj.all", "adj.pert", "adv.all"),
 )
 
 
@@ -98,9 +122,31 @@ class Vocabulary:
         return out
 
 
+def _glosses_of(categories, path):
+    """`{category: glosses}` from `path`, or, for the default noun file
+    and categories of other parts of speech, from each one's data file."""
+    parts = {c.split(".")[0] for task in categories for c in task}
+    if path != WORDNET_NOUNS or parts <= {"noun"}:
+        return read_glosses(path)
+    glosses = {}
+    for part in sorted(parts):
+        if part not in PARTS_OF_SPEECH:
+            raise ValueError(
+                f"Unknown part of speech {part!r} in the categories "
+                f"{categories!r}; categories are lexicographer files such "
+                "as 'noun.animal', 'verb.motion' or 'adj.all'.")
+        glosses.update(read_glosses(os.path.join(
+            os.path.dirname(WORDNET_NOUNS), PARTS_OF_SPEECH[part][0])))
+    return glosses
+
+
 def sample_glosses(categories=DEFAULT_CATEGORIES, train_per_class=400,
                    test_per_class=100, seed=0, path=WORDNET_NOUNS):
     """Draws the glosses of each category, labelled in task order.
+
+    Categories are WordNet lexicographer files of any part of speech
+    (`LEXICOGRAPHER_FILES`): with the default `path`, verb, adjective and
+    adverb categories are read from their own data files.
 
     Returns:
         `(train, test)`: lists of `(gloss, label)`; label k is the k-th
@@ -112,7 +158,7 @@ def sample_glosses(categories=DEFAULT_CATEGORIES, train_per_class=400,
                 or value < 1:
             raise ValueError(
                 f"`{name}` must be an integer >= 1; got {value!r}.")
-    glosses = read_glosses(path)
+    glosses = _glosses_of(categories, path)
     order = [c for task in categories for c in task]
     rng = np.random.default_rng(seed)
     train, test = [], []
@@ -131,7 +177,8 @@ def sample_glosses(categories=DEFAULT_CATEGORIES, train_per_class=400,
 
 
 def _stream(categories, x, y, xt, yt, name):
-    groups = [tuple(range(2 * i, 2 * i + len(task)))
+    starts = np.cumsum([0] + [len(task) for task in categories])
+    groups = [tuple(range(starts[i], starts[i] + len(task)))
               for i, task in enumerate(categories)]
     stream = TaskStream.split_by_class(x, y, xt, yt, classes_per_task=groups,
                                        name=name)
