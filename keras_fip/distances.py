@@ -18,6 +18,9 @@ step θ, so minimising it keeps θᵀ g θ small for a metric g:
   D ≈ ⅛ Σ_c δp_c² / q_c, so g is ⅛ of the softmax Fisher metric.
 - `"squared_l2"`: D = Σ_c (y_c − y_anchor_c)² on the raw outputs (logits),
   whose metric is g = JᵀJ, the paper's text.
+- `"logit_l2"`: the same on class scores' logits: a head that outputs
+  probabilities (softmax) is compared by its logits log p. g = JᵀJ of the
+  logits; the default for class scores since 0.7 (`keras_fip.heads`).
 - `"kl"`: D = KL(q ‖ p) = Σ_c q_c (log q_c − log p_c); g = ½ Fisher metric.
 - `"bernoulli_bhattacharyya"` and `"bernoulli_kl"`: for sigmoid units (one
   binary label, or several independent labels), each unit u is its own
@@ -41,9 +44,13 @@ distances.get("kl")(y + 1.0, y)          # ≈ 0: softmax is shift-invariant
 from keras import ops
 
 DISTANCES = ("bhattacharyya", "squared_l2", "kl", "bernoulli_bhattacharyya",
-             "bernoulli_kl")
+             "bernoulli_kl", "logit_l2")
 #: The distances that compare class distributions over the last axis.
 CLASS_DISTANCES = ("bhattacharyya", "kl")
+#: The distances for class scores: distributions, or their logits.
+CLASS_SCORE_DISTANCES = CLASS_DISTANCES + ("logit_l2",)
+#: The smallest probability `"logit_l2"` takes the log of (Keras's epsilon).
+PROBABILITY_FLOOR = 1e-7
 
 
 def _probabilities(y, from_logits):
@@ -149,6 +156,26 @@ def squared_l2(y, y_anchor, from_logits=True):
     return ops.sum(ops.square(diff), axis=-1)
 
 
+def logit_l2(y, y_anchor, from_logits=True):
+    """Squared Euclidean distance between class-score logits (g = JᵀJ).
+
+    Args:
+        y: current class scores, shape `(batch, ..., num_classes)`.
+        y_anchor: anchor class scores, same shape (held constant).
+        from_logits: whether the scores are logits (compared as they are)
+            or probabilities (compared as their logits log p, p floored at
+            `PROBABILITY_FLOOR`).
+
+    Returns:
+        Tensor of shape `y.shape[:-1]`: Σ_c (z_c − z_anchor_c)².
+    """
+    if not from_logits:
+        y = ops.log(ops.maximum(ops.cast(y, "float32"), PROBABILITY_FLOOR))
+        y_anchor = ops.log(ops.maximum(ops.cast(y_anchor, "float32"),
+                                       PROBABILITY_FLOOR))
+    return squared_l2(y, y_anchor)
+
+
 def kl(y, y_anchor, from_logits=True):
     """Kullback–Leibler divergence KL(anchor ‖ current) per sample.
 
@@ -231,6 +258,7 @@ _BY_NAME = {
     "kl": kl,
     "bernoulli_bhattacharyya": bernoulli_bhattacharyya,
     "bernoulli_kl": bernoulli_kl,
+    "logit_l2": logit_l2,
 }
 
 
@@ -319,10 +347,10 @@ def check_output_shape(distance, shape):
             besides the batch axis (any distance).
     """
     shape = tuple(shape)
-    if distance in CLASS_DISTANCES:
+    if distance in CLASS_SCORE_DISTANCES:
         if len(shape) < 2 or (shape[-1] is not None and shape[-1] < 2):
             raise ValueError(
-                f"distance={distance!r} compares class distributions and "
+                f"distance={distance!r} compares class scores and "
                 "needs model outputs of shape (batch, num_classes) or, for "
                 "a language model, (batch, sequence, vocabulary), with at "
                 "least 2 classes on the last axis; the model outputs shape "

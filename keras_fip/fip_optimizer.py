@@ -12,12 +12,18 @@ between the network and its anchor (by default the network at the start of
 the task) on a batch of protected inputs from a `Memory`; near the anchor D
 is the quadratic form of g. The direction handed to the inner optimizer is
 
-    d = β ∇L(w) + ∇_w Σ_{x ∈ memory batch} D(f(x; w), f(x; w₀)) + Σ_j ∇O_j(w),
+    d = β ∇L(w) + λ ∇_w mean_{x ∈ memory batch} D(f(x; w), f(x; w₀))
+        + Σ_j ∇O_j(w),
 
 ∇L being the gradient `model.fit` computed for the new task and O_j the
 weight-space objectives (a pull toward a sparse network, toward another
-network, ...). With `step_norm=ε`, d is rescaled to global L2 norm ε
-(`SGD(learning_rate=1.0)` then moves exactly ε per step).
+network, ...). By default (since 0.7) class scores are compared by the
+squared distance of their logits, whose metric is the paper's g = JᵀJ, and
+β/λ = 10: chosen on the validation splits of eleven streams by the worst
+case (`docs/results/scale_free.md`). Other balances between ∇L and ∇D
+(`balance=`) state the trade-off without units (`keras_fip.terms.balance`).
+With `step_norm=ε`, d is rescaled to global L2 norm ε (`SGD(learning_rate=
+1.0)` then moves exactly ε per step).
 
 With `damping=μ` the step is solved exactly instead of being left to the
 penalty: the direction handed over is s = (g + μI)⁻¹ d, g the metric of the
@@ -26,14 +32,19 @@ conjugate-gradient iterations inside the train step (`MetricSolve`); with
 `step_norm=ε` the trust region ‖s‖ ≤ ε then clips instead of rescaling.
 
 `FIPOptimizer` is a preset: a `ContinualOptimizer` with the terms
-`[ScaleGradient(β), Invariance(distance, reduction), *objectives,
-MetricSolve(μ) (with damping), StepNorm(ε)]`.
+`[ScaleGradient(β), Invariance(distance, reduction, weight=λ) (or a
+balance of keras_fip.terms.balance), *objectives, MetricSolve(μ) (with
+damping), StepNorm(ε)]`.
 """
 
 import keras
 
+from keras_fip.checks import check_number
 from keras_fip.continual_optimizer import ContinualOptimizer
 from keras_fip.memory import memory_or_default
+from keras_fip.terms.balance import DriftBound
+from keras_fip.terms.balance import ProjectedInvariance
+from keras_fip.terms.balance import RelativeInvariance
 from keras_fip.terms.base import DirectionTerm
 from keras_fip.terms.invariance import Invariance
 from keras_fip.terms.metric_solve import MetricSolve
@@ -42,17 +53,89 @@ from keras_fip.terms.step_norm import StepNorm
 
 # The paper's reference code (the default of keras_fip 0.1 and 0.2).
 REFERENCE_SETTINGS = {"distance": "bhattacharyya", "reduction": "sum",
+                      "invariance_weight": 1.0,
                       "beta": 1.0, "anchors": "task_start", "damping": None}
+
+# The default of keras_fip 0.3 to 0.6 (chosen on four streams' validation
+# splits): the penalty step, β = 0.3, the distance each head's loss picks
+# (Bhattacharyya for class scores), summed over the memory batch.
+SETTINGS_0_5 = {"balance": "penalty", "beta": 0.3, "distance": "auto",
+                "class_distance": "bhattacharyya", "reduction": "sum",
+                "invariance_weight": 1.0, "anchors": "task_start",
+                "damping": None}
 
 # The metric the exact step solves with, by default: the one whose quadratic
 # form the distance is near the anchor (see keras_fip.geometry).
-METRIC_OF = {"squared_l2": "logit", "bhattacharyya": "fisher",
-             "kl": "fisher"}
+METRIC_OF = {"squared_l2": "logit", "logit_l2": "logit",
+             "bhattacharyya": "fisher", "kl": "fisher"}
 
 
-def _metric_of(distance):
-    if distance == "auto":
-        return "fisher"  # until bind() reads the heads' distances
+# How the task direction is balanced against the protected outputs
+# (`keras_fip.terms.balance`): "penalty" is the reference code's d = β∇L +
+# ∇D; the others are scale-free.
+BALANCES = ("penalty", "relative", "projected", "bound")
+DEFAULT_RATIO = {"relative": 1.0, "projected": 0.5}
+DEFAULT_DRIFT_BOUND = 0.02
+# The penalty step's defaults since 0.7, chosen on the validation splits of
+# the eleven-stream suite (benchmarks/scale_free_default.py): the logits'
+# metric JᵀJ, averaged over the memory batch, λ = β / 10.
+PENALTY_INVARIANCE_WEIGHT = 0.03
+
+
+def _invariance_term(balance, reduction, ratio, drift_bound,
+                     invariance_weight, **settings):
+    """The invariance term of a balance (`keras_fip.terms.balance`)."""
+    if balance not in BALANCES:
+        raise ValueError(f"Unknown balance {balance!r}; expected one of "
+                         f"{BALANCES}.")
+    given = {"ratio": ratio, "drift_bound": drift_bound,
+             "invariance_weight": invariance_weight}
+    allowed = {"penalty": ("invariance_weight",),
+               "relative": ("ratio",), "projected": ("ratio",),
+               "bound": ("drift_bound",)}[balance]
+    extra = [k for k, v in given.items() if v is not None
+             and k not in allowed]
+    if balance != "penalty" and reduction != "mean":
+        extra.append("reduction")
+    if extra:
+        raise ValueError(
+            f"balance={balance!r} does not take {extra}: it takes "
+            f"{list(allowed)}. invariance_weight (and reduction='sum') "
+            "weigh the penalty step; ratio is the unitless pull of "
+            "'relative' and 'projected'; drift_bound is the bound of "
+            "'bound'.")
+    label_weight = check_number("label_weight", settings.pop("label_weight"))
+    beta = settings.pop("beta")
+    if balance == "penalty":
+        weight = PENALTY_INVARIANCE_WEIGHT if invariance_weight is None \
+            else invariance_weight
+        return Invariance(
+            reduction=reduction, weight=weight,
+            label_weight=_label_weight_in_term(label_weight, beta),
+            **settings)
+    if label_weight:
+        raise ValueError(
+            f"label_weight is a setting of the penalty step (balance="
+            f"'penalty'); balance={balance!r} does not take it. Keep labels "
+            "with keras_fip.terms.RelativeInvariance(label_weight=...) in a "
+            "ContinualOptimizer, or use the penalty step.")
+    if balance == "bound":
+        bound = DEFAULT_DRIFT_BOUND if drift_bound is None else drift_bound
+        return DriftBound(bound=bound, **settings)
+    ratio = DEFAULT_RATIO[balance] if ratio is None else ratio
+    cls = RelativeInvariance if balance == "relative" else \
+        ProjectedInvariance
+    return cls(weight=ratio, **settings)
+
+
+def _label_weight_in_term(label_weight, beta):
+    """γ_term with β ∇L + ∇(λ D + γ_term CE) = β (∇L + γ ∇CE) + λ ∇D."""
+    return float(label_weight) * float(beta)
+
+
+def _metric_of(distance, class_distance="logit_l2"):
+    if distance == "auto":  # until bind() reads the heads' distances
+        return METRIC_OF[class_distance]
     if distance not in METRIC_OF:
         raise ValueError(
             f"No default metric for the exact step with distance "
@@ -94,20 +177,17 @@ class FIPOptimizer(ContinualOptimizer):
             new `Memory(capacity=200)`.
         beta: weight β ≥ 0 of the secondary objective's gradient (the one
             `fit` computes). A Keras variable once built: callbacks may
-            change it with `optimizer.beta.assign(...)`. Default 0.3, chosen
-            with the other defaults on the validation splits of four
-            streams (the reference code's β = 1 is
-            `FIPOptimizer.reference_code`).
+            change it with `optimizer.beta.assign(...)`. Default 0.3 (the
+            reference code's β = 1 is `FIPOptimizer.reference_code`).
         distance: output distance D: `"auto"` (default: each output
             head's follows its compiled loss, `keras_fip.heads`: class
-            scores → `"bhattacharyya"`, the reference code's; sigmoid units
-            → `"bernoulli_bhattacharyya"`; regression → `"squared_l2"`),
-            or one of `keras_fip.distances.DISTANCES` for every head
-            (`"squared_l2"` on logits is the JᵀJ metric), or a dict
-            `{head name: distance}`.
-        reduction: `"sum"` over the memory batch (default, the reference
-            code: the invariance weight grows with `memory_batch_size`) or
-            `"mean"`.
+            scores → `class_distance`; sigmoid units →
+            `"bernoulli_bhattacharyya"`; regression → `"squared_l2"`),
+            or one of `keras_fip.distances.DISTANCES` for every head, or a
+            dict `{head name: distance}`.
+        reduction: `"mean"` over the memory batch (default; since 0.7) or
+            `"sum"` (the reference code and 0.6: the invariance weight
+            grows with `memory_batch_size`; the penalty step only).
         from_logits: whether the model outputs logits (softmax or sigmoid
             is applied before the distribution distances) or
             probabilities; `None` (default) reads it from each head's
@@ -148,7 +228,35 @@ class FIPOptimizer(ContinualOptimizer):
         heads: for a model with several outputs (a dict or list of
             heads), the names of the heads to protect; `None` (default)
             protects every head, each by its own distance, summed.
+        balance: how the step weighs the new task against the protected
+            outputs: `"penalty"` (default: d = β ∇L + λ ∇D), or a
+            scale-free balance of `keras_fip.terms.balance`: `"relative"`
+            (the pull ∇D rescaled to `ratio` times ‖β ∇L‖), `"projected"`
+            (the part of ∇L that raises D removed, then that pull) or
+            `"bound"` (the pull's ratio adapted by dual ascent so that the
+            mean drift stays ≤ `drift_bound`). On the suite's validation
+            splits the penalty step held best in the worst case.
+        ratio: ρ of `"relative"` (default 1.0) and `"projected"` (default
+            0.5).
+        drift_bound: δ of `"bound"` (default 0.02, in the distance's
+            units).
+        label_weight: γ ≥ 0 (default 0: FIP, label-free). With γ > 0 the
+            penalty step also fits the memory's stored labels:
+            d = β (∇L + γ ∇CE(f(x_mem), y_mem)) + λ ∇D, the label-keeping
+            FIP (a model with one class-score output and a memory given
+            labels). DER++'s default weight is 2.
+        class_distance: the distance `"auto"` gives class-score heads:
+            `"logit_l2"` (default; since 0.7: squared distance of the
+            logits, g = JᵀJ; probabilities are compared as log p),
+            `"bhattacharyya"` (the reference code and 0.6) or `"kl"`.
+            Files saved before 0.7 load with `"bhattacharyya"`.
+        invariance_weight: λ ≥ 0, the weight of ∇D in the penalty step
+            (default `None`: 0.03, so β/λ = 10; 0.6 and the reference code
+            used 1 with the Bhattacharyya sum).
         name: the optimizer's name.
+
+    The defaults of keras_fip 0.3 to 0.6 are
+    `FIPOptimizer.default_of_0_5(inner, memory)`.
 
     Example:
 
@@ -173,7 +281,7 @@ class FIPOptimizer(ContinualOptimizer):
         memory=None,
         beta=0.3,
         distance="auto",
-        reduction="sum",
+        reduction="mean",
         from_logits=None,
         memory_batch_size=32,
         token_reduction="mean",
@@ -185,16 +293,26 @@ class FIPOptimizer(ContinualOptimizer):
         metric=None,
         solver_iterations=5,
         heads=None,
+        balance="penalty",
+        ratio=None,
+        drift_bound=None,
+        label_weight=0.0,
+        class_distance="logit_l2",
+        invariance_weight=None,
         name=None,
         **kwargs,
     ):
         scale = ScaleGradient(beta)
-        invariance = Invariance(distance, reduction, from_logits,
-                                token_reduction=token_reduction, heads=heads)
+        invariance = _invariance_term(
+            balance, reduction, ratio, drift_bound, invariance_weight,
+            beta=beta, distance=distance, from_logits=from_logits,
+            token_reduction=token_reduction, heads=heads,
+            label_weight=label_weight, class_distance=class_distance)
         objectives = _objectives(objectives, sparse_target)
         solve = None if damping is None else MetricSolve(
-            damping, solver_iterations, metric or _metric_of(distance),
-            reduction)
+            damping, solver_iterations,
+            metric or _metric_of(distance, class_distance),
+            invariance.reduction)
         norm = None if step_norm is None else StepNorm(
             step_norm, mode="rescale" if solve is None else "clip")
         terms = [scale, invariance, *objectives]
@@ -205,6 +323,8 @@ class FIPOptimizer(ContinualOptimizer):
             name=name, **kwargs)
         self._scale = scale
         self._invariance = invariance
+        self.balance = balance
+        self._label_weight = float(label_weight)
         self._step_norm = norm
         self._solve = solve
         self._metric_given = metric is not None
@@ -234,10 +354,54 @@ class FIPOptimizer(ContinualOptimizer):
         return cls(inner_optimizer, memory=memory,
                    **{**REFERENCE_SETTINGS, **overrides})
 
+    @classmethod
+    def default_of_0_5(cls, inner_optimizer, memory=None, **overrides):
+        """FIP with the defaults of keras_fip 0.3 to 0.6.
+
+        The penalty step d = 0.3 ∇L + ∇ Σ_batch D, D each head's distance
+        from its loss (`SETTINGS_0_5`); `overrides` replace any setting.
+
+        ```python
+        import keras, keras_fip
+        fip = keras_fip.FIPOptimizer.default_of_0_5(keras.optimizers.Adam())
+        assert fip.balance == "penalty" and fip.reduction == "sum"
+        ```
+        """
+        return cls(inner_optimizer, memory=memory,
+                   **{**SETTINGS_0_5, **overrides})
+
     @property
     def beta(self):
         """β, a Keras variable once the optimizer is built."""
         return self._scale.beta if self.built else self._scale.current()
+
+    @property
+    def ratio(self):
+        """ρ of the `"relative"` and `"projected"` balances, else `None`."""
+        return getattr(self._invariance, "ratio", None)
+
+    @property
+    def drift_bound(self):
+        """δ of the `"bound"` balance, else `None`."""
+        return getattr(self._invariance, "bound", None)
+
+    @property
+    def class_distance(self):
+        """The distance `"auto"` gives class-score heads."""
+        return self._invariance.class_distance
+
+    @property
+    def invariance_weight(self):
+        """λ, the penalty step's weight of ∇D (`None` for the other
+        balances)."""
+        return self._invariance.weight if self.balance == "penalty" \
+            else None
+
+    @property
+    def label_weight(self):
+        """γ, the weight of the memory's label loss relative to the new
+        task's (0: label-free)."""
+        return self._label_weight
 
     @property
     def step_norm(self):
@@ -286,8 +450,16 @@ class FIPOptimizer(ContinualOptimizer):
 
     def get_config(self):
         config = self._base_config()
+        penalty = self.balance == "penalty"
         config.update(
+            balance=self.balance,
             beta=self._scale.current(),
+            ratio=self.ratio,
+            drift_bound=self.drift_bound,
+            label_weight=self.label_weight,
+            class_distance=self.class_distance,
+            invariance_weight=(self._invariance.weight if penalty
+                               else None),
             distance=self.distance,
             reduction=self.reduction,
             from_logits=self.from_logits,
@@ -310,6 +482,14 @@ class FIPOptimizer(ContinualOptimizer):
         # A file written before the exact step existed took the penalty
         # step: keep it so, whatever the constructor's default now is.
         config = {"damping": None, "metric": None, **config}
+        # Files of keras_fip 0.6 and before took the penalty step, with β
+        # and the reduction saved.
+        config.setdefault("balance", "penalty")
+        # Before 0.7, "auto" compared class scores by Bhattacharyya and the
+        # invariance term had weight 1.
+        config.setdefault("class_distance", "bhattacharyya")
+        if config["balance"] == "penalty":
+            config.setdefault("invariance_weight", 1.0)
         # Files of keras_fip 0.5 and before name the distance and
         # from_logits explicitly (their defaults then), so they load as
         # they were saved.

@@ -54,10 +54,15 @@ KIND_OF_LOSS = {
                      "huber", "logcosh", "meansquaredlogarithmicerror",
                      "msle"), "regression"),
 }
-#: The distance `"auto"` gives each kind of head.
-DISTANCE_OF_KIND = {"classes": "bhattacharyya",
+#: The distance `"auto"` gives each kind of head; class scores take the
+#: `class_distance` of `resolve` (`"logit_l2"` by default since 0.7,
+#: `"bhattacharyya"` before).
+DISTANCE_OF_KIND = {"classes": "logit_l2",
                     "bernoulli": "bernoulli_bhattacharyya",
                     "regression": "squared_l2"}
+#: The class-score distance of `"auto"` in keras_fip 0.6 (and of files it
+#: wrote).
+CLASS_DISTANCE_0_6 = "bhattacharyya"
 #: Output activations that make a head's outputs probabilities.
 PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
 
@@ -172,7 +177,7 @@ def output_template(model):
 
 
 def resolve(model, template=None, distance="auto", from_logits=None,
-            heads=None):
+            heads=None, class_distance="logit_l2"):
     """The protected heads of `model` and how each is compared.
 
     Args:
@@ -185,6 +190,8 @@ def resolve(model, template=None, distance="auto", from_logits=None,
             loss's `from_logits`, else `True`), a bool for every head, or a
             dict `{head name: bool}`.
         heads: `None` (every head) or the names of the heads to protect.
+        class_distance: the distance `"auto"` gives class-score heads
+            (default `"logit_l2"`; keras_fip 0.6's was `"bhattacharyya"`).
 
     Returns:
         A list of `Head`, in output order.
@@ -217,12 +224,13 @@ def resolve(model, template=None, distance="auto", from_logits=None,
                 raise ValueError(
                     f"distance='auto' cannot tell what output head {name!r} "
                     f"is from its loss ({loss!r}). Pass the distance: "
-                    "'bhattacharyya' (class scores), "
+                    "'logit_l2' or 'bhattacharyya' (class scores), "
                     "'bernoulli_bhattacharyya' (sigmoid units) or "
                     "'squared_l2' (real values), e.g. distance={"
                     f"{name!r}: 'squared_l2'}}, or heads=[...] to protect "
                     "only the heads you name.")
-            chosen = DISTANCE_OF_KIND[kind]
+            chosen = class_distance if kind == "classes" else \
+                DISTANCE_OF_KIND[kind]
         logits = from_logits.get(name) if isinstance(from_logits, dict) \
             else from_logits
         if logits is None:

@@ -1,4 +1,5 @@
-"""Losses on a memory batch, shared by the replay baselines."""
+"""Losses on a memory batch, shared by the replay baselines and FIP's
+label-keeping variant."""
 
 import keras
 from keras import ops

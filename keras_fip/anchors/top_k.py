@@ -140,7 +140,8 @@ class TopKAnchors(StoredAnchors):
                 "Memory(anchor_storage='top_k') keeps the anchor's largest "
                 "class probabilities, which only the distribution "
                 f"distances use; the distance is {distance!r}. Use "
-                "distance='bhattacharyya' or 'kl', or "
+                "distance='bhattacharyya' or 'kl' (or, with distance='auto', "
+                "class_distance='bhattacharyya'), or "
                 "anchor_storage='outputs' / 'snapshot'.")
 
     def encode(self, outputs, head, from_logits):

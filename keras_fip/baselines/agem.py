@@ -3,9 +3,9 @@
 import keras
 from keras import ops
 
-from keras_fip.baselines.losses import cross_entropy
 from keras_fip.continual_optimizer import ContinualOptimizer
 from keras_fip.memory import memory_or_default
+from keras_fip.memory_losses import cross_entropy
 from keras_fip.terms.memory_term import MemoryTerm
 from keras_fip.tree_math import dot
 

@@ -6,11 +6,11 @@ import numpy as np
 from keras_fip import backend as fip_backend
 from keras_fip import compat
 from keras_fip.arrays import as_numpy
-from keras_fip.baselines.losses import cross_entropy
 from keras_fip.baselines.quadratic_penalty import QuadraticPenaltyOptimizer
 from keras_fip.baselines.quadratic_penalty import QuadraticPenaltyTerm
 from keras_fip.checks import check_number
 from keras_fip.deprecation import renamed_arguments
+from keras_fip.memory_losses import cross_entropy
 from keras_fip.terms.weight_variables import read_all
 from keras_fip.terms.weight_variables import write_all
 

@@ -2,12 +2,12 @@
 
 import keras
 
-from keras_fip.baselines.losses import distillation
 from keras_fip.checks import check_number
 from keras_fip.continual_optimizer import ContinualOptimizer
 from keras_fip.deprecation import renamed_arguments
 from keras_fip.deprecation import renamed_attribute
 from keras_fip.memory import memory_or_default
+from keras_fip.memory_losses import distillation
 from keras_fip.terms.memory_term import MemoryTerm
 
 

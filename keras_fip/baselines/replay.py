@@ -3,12 +3,12 @@
 import keras
 from keras import ops
 
-from keras_fip.baselines.losses import cross_entropy
 from keras_fip.checks import check_number
 from keras_fip.continual_optimizer import ContinualOptimizer
 from keras_fip.deprecation import renamed_arguments
 from keras_fip.deprecation import renamed_attribute
 from keras_fip.memory import memory_or_default
+from keras_fip.memory_losses import cross_entropy
 from keras_fip.terms.memory_term import MemoryTerm
 
 

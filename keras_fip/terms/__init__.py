@@ -8,6 +8,9 @@ names every term uses: a term's own weight is `weight`); weight-shaped
 state lives in optimizer variables made by `terms.weight_variables`.
 """
 
+from keras_fip.terms.balance import DriftBound
+from keras_fip.terms.balance import ProjectedInvariance
+from keras_fip.terms.balance import RelativeInvariance
 from keras_fip.terms.base import DirectionTerm
 from keras_fip.terms.diversity import AdversarialOutputDiversity
 from keras_fip.terms.diversity import AwayFromStart
@@ -23,10 +26,13 @@ __all__ = [
     "AdversarialOutputDiversity",
     "AwayFromStart",
     "DirectionTerm",
+    "DriftBound",
     "Invariance",
     "MemoryTerm",
     "MetricSolve",
     "PathStartTerm",
+    "ProjectedInvariance",
+    "RelativeInvariance",
     "ScaleGradient",
     "StepNorm",
     "TowardWeights",

@@ -10,6 +10,7 @@ from keras_fip import nested
 from keras_fip.anchors import Anchor
 from keras_fip.arrays import as_numpy
 from keras_fip.checks import check_number
+from keras_fip.memory_losses import cross_entropy
 from keras_fip.terms.memory_term import MemoryTerm
 
 REDUCTIONS = ("sum", "mean")
@@ -42,7 +43,7 @@ class Invariance(MemoryTerm):
     Args:
         distance: `"auto"` (default: each head's distance follows its
             compiled loss, `keras_fip.heads`: class scores →
-            `"bhattacharyya"`, sigmoid units → `"bernoulli_bhattacharyya"`,
+            `class_distance`, sigmoid units → `"bernoulli_bhattacharyya"`,
             regression → `"squared_l2"`), one name of
             `keras_fip.distances.DISTANCES` for every head, or a dict
             `{head name: distance}`.
@@ -64,6 +65,14 @@ class Invariance(MemoryTerm):
             balance is set by β on the task gradient instead).
         heads: `None` (default: every output head) or the names of the
             heads to protect (dict keys, or output layer names).
+        class_distance: the distance `"auto"` gives class-score heads:
+            `"logit_l2"` (default; since 0.7: the logits' JᵀJ metric),
+            `"bhattacharyya"` (0.6's, and the reference code's) or `"kl"`.
+            Configs saved before 0.7 load with `"bhattacharyya"`.
+        label_weight: γ ≥ 0 (default 0: FIP, label-free). With γ > 0 the
+            memory loss is D + γ CE(f(x), y), y the labels the memory
+            kept: FIP that also keeps old labels (a model with one class
+            head, and a memory given labels).
 
     Example:
 
@@ -80,7 +89,8 @@ class Invariance(MemoryTerm):
 
     def __init__(self, distance="auto", reduction="sum",
                  from_logits=None, token_reduction="mean",
-                 mask_key="padding_mask", weight=1.0, heads=None):
+                 mask_key="padding_mask", weight=1.0, heads=None,
+                 label_weight=0.0, class_distance="logit_l2"):
         _check_distance(distance)
         if reduction not in REDUCTIONS:
             raise ValueError(
@@ -96,6 +106,11 @@ class Invariance(MemoryTerm):
                     "`heads` must be None (every output head) or a "
                     f"non-empty list of head names; got {heads!r}.")
             heads = list(heads)
+        if class_distance not in distances.CLASS_SCORE_DISTANCES:
+            raise ValueError(
+                f"class_distance must be one of "
+                f"{distances.CLASS_SCORE_DISTANCES}; got {class_distance!r}.")
+        self.class_distance = class_distance
         self.distance = distance
         self.reduction = reduction
         self.from_logits = from_logits
@@ -107,7 +122,13 @@ class Invariance(MemoryTerm):
                 f"`mask_key` must be a string or None; got {mask_key!r}.")
         self.mask_key = mask_key
         self.weight = check_number("weight", weight)
+        self.label_weight = check_number("label_weight", label_weight)
         self.protected = None
+
+    @property
+    def needs_labels(self):
+        """Whether the memory loss reads the stored labels (γ > 0)."""
+        return self.label_weight > 0
 
     def check_outputs(self, shape):
         if isinstance(self.distance, str) and self.distance != "auto":
@@ -121,7 +142,7 @@ class Invariance(MemoryTerm):
         """
         self.protected = output_heads.resolve(
             model, memory.output_structure, self.distance, self.from_logits,
-            self.heads)
+            self.heads, self.class_distance)
         return self.protected
 
     def check_memory(self, memory, model=None):
@@ -135,6 +156,8 @@ class Invariance(MemoryTerm):
             distances.check_output_shape(head.distance,
                                          (None, *shapes[head.index]))
             memory.storage.check_distance(head.distance)
+        if self.needs_labels:
+            self._check_label_head(memory)
         mask_shape = self._mask_shape(memory.spec)
         for head in self.protected:
             positions = tuple(shapes[head.index][:-1])
@@ -147,6 +170,26 @@ class Invariance(MemoryTerm):
                     "must have one entry per output token. Pass the "
                     "preprocessor's padding mask, or mask_key=None to count "
                     "every position.")
+
+    def _check_label_head(self, memory):
+        shapes = memory.output_shapes
+        head = self.protected[0]
+        if len(self.protected) != 1 or len(shapes) != 1 or \
+                head.distance.startswith("bernoulli") or \
+                len(shapes[0]) != 1 or (shapes[0][0] or 2) < 2:
+            raise ValueError(
+                f"label_weight={self.label_weight} keeps the memory's class "
+                "labels, which needs a model with one class-score output "
+                "(batch, classes); this one protects "
+                f"{[(h.name, h.distance) for h in self.protected]} with "
+                f"per-sample output shapes {shapes}. Use label_weight=0.")
+        if memory.size and int(np.min(as_numpy(memory.labels)[
+                :memory.size])) < 0:
+            raise ValueError(
+                f"label_weight={self.label_weight} keeps the memory's "
+                "labels, but this memory holds unlabelled samples: give "
+                "the labels to the memory (TaskBoundary(task_id, x, y)), "
+                "or use label_weight=0.")
 
     def _mask_shape(self, spec):
         structure = spec["input_structure"]
@@ -235,7 +278,13 @@ class Invariance(MemoryTerm):
             total = ops.sum(per_sample)
         else:
             total = ops.mean(per_sample)
-        return total if self.weight == 1.0 else self.weight * total
+        total = total if self.weight == 1.0 else self.weight * total
+        if self.needs_labels:
+            head = (self.protected or self._single_head())[0]
+            scores = nested.flatten_tensors(outputs)[head.index]
+            total = total + self.label_weight * cross_entropy(
+                ops.cast(scores, "float32"), labels, head.from_logits)
+        return total
 
     def combine(self, direction, memory_grads):
         return [d + m for d, m in zip(direction, memory_grads)]
@@ -245,4 +294,12 @@ class Invariance(MemoryTerm):
                 "from_logits": self.from_logits,
                 "token_reduction": self.token_reduction,
                 "mask_key": self.mask_key, "weight": self.weight,
-                "heads": self.heads}
+                "heads": self.heads, "label_weight": self.label_weight,
+                "class_distance": self.class_distance}
+
+    @classmethod
+    def from_config(cls, config):
+        # Before 0.7, "auto" compared class scores by Bhattacharyya.
+        config = {"class_distance": output_heads.CLASS_DISTANCE_0_6,
+                  **config}
+        return super().from_config(config)
