@@ -214,7 +214,7 @@ def compile_for(model, method, args, samples, rank=None):
         settings = ({"distance": "squared_l2", "reduction": "mean",
                      "beta": args.beta_l2} if method == "fip-l2"
                     else {"beta": args.beta})
-        optimizer = keras_fip.FIPOptimizer(
+        optimizer = keras_fip.FIPOptimizer.default_of_0_5(
             optimizer, memory=keras_fip.Memory(args.memory, seed=args.seed),
             memory_batch_size=args.memory_batch_size, anchors=args.anchors,
             **settings)

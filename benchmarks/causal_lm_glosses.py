@@ -46,7 +46,7 @@ two dict entries; FIP, for instance, would read
 
     def adapt_fip(load_start, data, knob, seed, args):
         model = load_start()
-        optimizer = keras_fip.FIPOptimizer(
+        optimizer = keras_fip.FIPOptimizer.default_of_0_5(
             keras.optimizers.Adam(args.learning_rate), beta=knob,
             memory=keras_fip.Memory(len(data["memory"]), seed=seed))
         train(model, optimizer, data["b_train"], args, seed,
@@ -389,7 +389,7 @@ def _remember_memory(data):
 
 def _fip(model, data, beta, seed, args, learning_rate, storage="auto",
          top_k=32):
-    optimizer = keras_fip.FIPOptimizer(
+    optimizer = keras_fip.FIPOptimizer.default_of_0_5(
         keras.optimizers.Adam(learning_rate), beta=beta,
         memory_batch_size=args.memory_batch_size,
         memory=keras_fip.Memory(len(data["memory"]), seed=seed,

@@ -210,7 +210,7 @@ def child(method, config, steps, repeats, capacity, top_k, lora_rank):
 
     optimizer = keras.optimizers.Adam(1e-3)
     if storage is not None:
-        optimizer = keras_fip.FIPOptimizer(
+        optimizer = keras_fip.FIPOptimizer.default_of_0_5(
             optimizer, memory_batch_size=memory_batch,
             memory=keras_fip.Memory(capacity, anchor_storage=storage,
                                     top_k=top_k))

@@ -220,7 +220,7 @@ def build(method, knob, n1, data, seed, args):
         term = keras_fip.terms.AdversarialOutputDiversity(
             knob, epsilon=args.diversity_epsilon,
             objective=args.diversity_objective)
-    model.compile(optimizer=keras_fip.FIPOptimizer(
+    model.compile(optimizer=keras_fip.FIPOptimizer.default_of_0_5(
         keras.optimizers.SGD(1.0), memory=keras_fip.Memory(len(y), seed=seed),
         memory_batch_size=64, beta=args.beta, step_norm=args.step_norm,
         objectives=[term]), loss=loss())

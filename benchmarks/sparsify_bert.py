@@ -108,7 +108,7 @@ def fip_optimizer(target, args, n):
     schedule = sparsity.PolynomialDecay(0.0, target, begin_step=0,
                                         end_step=ramp_end,
                                         frequency=args.frequency)
-    return keras_fip.FIPOptimizer(
+    return keras_fip.FIPOptimizer.default_of_0_5(
         keras.optimizers.Adam(args.learning_rate),
         memory=keras_fip.Memory(n, seed=args.seed),
         memory_batch_size=args.memory_batch_size,

@@ -164,7 +164,7 @@ def prune(method, name, weights, target, data, args):
             rate = keras.optimizers.schedules.CosineDecay(
                 1.0, max(1, args.steps - cut), warmup_target=1.0,
                 warmup_steps=cut)
-        fip = keras_fip.FIPOptimizer(
+        fip = keras_fip.FIPOptimizer.default_of_0_5(
             keras.optimizers.SGD(learning_rate=rate),
             memory=keras_fip.Memory(len(y), seed=args.seed),
             memory_batch_size=64, beta=args.beta, step_norm=args.step_norm,

@@ -83,7 +83,7 @@ def digits_stream(name):
 def compile_model(model, method, memory_per_class, memory_batch_size, seed):
     optimizer = keras.optimizers.Adam(1e-3)
     if method == "fip":
-        optimizer = keras_fip.FIPOptimizer(
+        optimizer = keras_fip.FIPOptimizer.default_of_0_5(
             optimizer,
             memory=keras_fip.Memory(capacity=10 * memory_per_class, seed=seed),
             memory_batch_size=memory_batch_size,

@@ -107,7 +107,7 @@ def child(method, config, steps, repeats, iterations):
     if method != "adam":
         exact = {"damping": 10.0, "solver_iterations": iterations} \
             if method == "fip-exact" else {}
-        optimizer = keras_fip.FIPOptimizer(
+        optimizer = keras_fip.FIPOptimizer.default_of_0_5(
             optimizer, memory=keras_fip.Memory(max(4 * memory_batch, 200)),
             memory_batch_size=memory_batch, **exact,
         )

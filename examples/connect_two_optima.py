@@ -80,7 +80,7 @@ def fip_path(model_a, w_b, x_train, y_train, x, y, steps, epsilon,
     """Walks an FIP from A toward B; records `points` points on it."""
     toward_b = keras_fip.terms.TowardWeights(w_b, weight=strength)
     model_a.compile(
-        optimizer=keras_fip.FIPOptimizer(
+        optimizer=keras_fip.FIPOptimizer.default_of_0_5(
             keras.optimizers.SGD(learning_rate=1.0), beta=0.0,
             step_norm=epsilon, objectives=[toward_b],
             memory=keras_fip.Memory(len(y_train)), memory_batch_size=64),

@@ -69,7 +69,7 @@ def fip_path(dense, target, x, y, steps, epsilon, strength):
     pull = sparsity.SparseTarget(
         sparsity.PolynomialDecay(0.0, target, begin_step=0, end_step=ramp),
         weight=strength, hard_mask_step=max(ramp, int(0.3 * steps)))
-    model.compile(optimizer=keras_fip.FIPOptimizer(
+    model.compile(optimizer=keras_fip.FIPOptimizer.default_of_0_5(
         keras.optimizers.SGD(learning_rate=1.0), step_norm=epsilon,
         memory=keras_fip.Memory(len(y)), memory_batch_size=64,
         objectives=[pull]), loss=loss())

@@ -56,7 +56,7 @@ def test_a_dict_of_two_heads_is_protected_whole(labels):
     _fit_two_tasks(model, choose, callbacks=[path])
     protected = fip.invariance_term.protected
     assert [(h.name, h.distance) for h in protected] == [
-        ("kind", "bhattacharyya"), ("price", "squared_l2")]
+        ("kind", "logit_l2"), ("price", "squared_l2")]
     assert fip.memory.is_active and fip.memory.size == 24
     _, stored_labels, _, anchors = fip.memory.stored()
     assert len(anchors) == 2  # one anchor per head
@@ -190,7 +190,8 @@ def test_path_recorder_drift_for_every_storage(storage):
                               keras.layers.Dense(8, activation="relu"),
                               keras.layers.Dense(4)])
     fip = keras_fip.FIPOptimizer(
-        keras.optimizers.Adam(1e-2),
+        keras.optimizers.Adam(1e-2), class_distance=(
+            "bhattacharyya" if storage == "top_k" else "logit_l2"),
         memory=keras_fip.Memory(16, anchor_storage=storage, top_k=2))
     model.compile(optimizer=fip,
                   loss=keras.losses.SparseCategoricalCrossentropy(True))

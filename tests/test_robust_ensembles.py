@@ -249,7 +249,7 @@ def _walk(term, trained_mlp, digits, epochs=4):
     x, y, _, _ = digits
     model = keras.models.clone_model(trained_mlp)
     model.set_weights(trained_mlp.get_weights())
-    model.compile(optimizer=keras_fip.FIPOptimizer(
+    model.compile(optimizer=keras_fip.FIPOptimizer.default_of_0_5(
         keras.optimizers.SGD(1.0), memory=keras_fip.Memory(len(y)),
         memory_batch_size=64, beta=1.0, step_norm=0.01, objectives=[term]),
         loss=sparse_ce())
