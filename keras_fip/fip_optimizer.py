@@ -18,8 +18,8 @@ is the quadratic form of g. The direction handed to the inner optimizer is
 ∇L being the gradient `model.fit` computed for the new task and O_j the
 weight-space objectives (a pull toward a sparse network, toward another
 network, ...). By default (since 0.7) class scores are compared by the
-squared distance of their logits, whose metric is the paper's g = JᵀJ, and
-β/λ = 10: chosen on the validation splits of eleven streams by the worst
+squared distance of their logits, whose metric is the paper's g = JᵀJ,
+β = 10 and λ = 1: chosen on the validation splits of eleven streams by the worst
 case (`docs/results/scale_free.md`). Other balances between ∇L and ∇D
 (`balance=`) state the trade-off without units (`keras_fip.terms.balance`).
 With `step_norm=ε`, d is rescaled to global L2 norm ε (`SGD(learning_rate=
@@ -76,10 +76,10 @@ METRIC_OF = {"squared_l2": "logit", "logit_l2": "logit",
 BALANCES = ("penalty", "relative", "projected", "bound")
 DEFAULT_RATIO = {"relative": 1.0, "projected": 0.5}
 DEFAULT_DRIFT_BOUND = 0.02
-# The penalty step's defaults since 0.7, chosen on the validation splits of
+# The penalty step's default since 0.7, chosen on the validation splits of
 # the eleven-stream suite (benchmarks/scale_free_default.py): the logits'
-# metric JᵀJ, averaged over the memory batch, λ = β / 10.
-PENALTY_INVARIANCE_WEIGHT = 0.03
+# metric JᵀJ averaged over the memory batch, β = 10, λ = 1 (the bench's
+# "fip-l2" since 0.1).
 
 
 def _invariance_term(balance, reduction, ratio, drift_bound,
@@ -89,7 +89,8 @@ def _invariance_term(balance, reduction, ratio, drift_bound,
         raise ValueError(f"Unknown balance {balance!r}; expected one of "
                          f"{BALANCES}.")
     given = {"ratio": ratio, "drift_bound": drift_bound,
-             "invariance_weight": invariance_weight}
+             "invariance_weight": (None if invariance_weight == 1.0
+                                   else invariance_weight)}
     allowed = {"penalty": ("invariance_weight",),
                "relative": ("ratio",), "projected": ("ratio",),
                "bound": ("drift_bound",)}[balance]
@@ -107,10 +108,8 @@ def _invariance_term(balance, reduction, ratio, drift_bound,
     label_weight = check_number("label_weight", settings.pop("label_weight"))
     beta = settings.pop("beta")
     if balance == "penalty":
-        weight = PENALTY_INVARIANCE_WEIGHT if invariance_weight is None \
-            else invariance_weight
         return Invariance(
-            reduction=reduction, weight=weight,
+            reduction=reduction, weight=invariance_weight,
             label_weight=_label_weight_in_term(label_weight, beta),
             **settings)
     if label_weight:
@@ -177,8 +176,11 @@ class FIPOptimizer(ContinualOptimizer):
             new `Memory(capacity=200)`.
         beta: weight β ≥ 0 of the secondary objective's gradient (the one
             `fit` computes). A Keras variable once built: callbacks may
-            change it with `optimizer.beta.assign(...)`. Default 0.3 (the
-            reference code's β = 1 is `FIPOptimizer.reference_code`).
+            change it with `optimizer.beta.assign(...)`. Default 10 (since
+            0.7, with the logit distance averaged over the memory batch;
+            0.6 had 0.3 with the Bhattacharyya sum, the reference code 1).
+            With an SGD inner optimizer β multiplies the task's step once
+            a memory is active: lower the learning rate to match.
         distance: output distance D: `"auto"` (default: each output
             head's follows its compiled loss, `keras_fip.heads`: class
             scores → `class_distance`; sigmoid units →
@@ -251,8 +253,7 @@ class FIPOptimizer(ContinualOptimizer):
             `"bhattacharyya"` (the reference code and 0.6) or `"kl"`.
             Files saved before 0.7 load with `"bhattacharyya"`.
         invariance_weight: λ ≥ 0, the weight of ∇D in the penalty step
-            (default `None`: 0.03, so β/λ = 10; 0.6 and the reference code
-            used 1 with the Bhattacharyya sum).
+            (default 1.0).
         name: the optimizer's name.
 
     The defaults of keras_fip 0.3 to 0.6 are
@@ -279,7 +280,7 @@ class FIPOptimizer(ContinualOptimizer):
         self,
         inner_optimizer,
         memory=None,
-        beta=0.3,
+        beta=10.0,
         distance="auto",
         reduction="mean",
         from_logits=None,
@@ -298,7 +299,7 @@ class FIPOptimizer(ContinualOptimizer):
         drift_bound=None,
         label_weight=0.0,
         class_distance="logit_l2",
-        invariance_weight=None,
+        invariance_weight=1.0,
         name=None,
         **kwargs,
     ):

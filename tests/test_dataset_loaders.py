@@ -154,3 +154,17 @@ def test_vocabulary_pads_and_marks_unknown_words():
     vocab = wordnet.Vocabulary(["a cat a dog", "a cat"], min_count=2)
     ids = vocab.encode(["cat zebra"], length=4)
     assert ids[0, 1] == 1 and ids[0, 2:].tolist() == [0, 0] and ids[0, 0] > 1
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/share/wordnet/data.verb"),
+                    reason="Debian's wordnet-base is not installed")
+def test_verb_and_mixed_wordnet_streams_read_their_parts_of_speech():
+    verbs = wordnet.split_wordnet(categories=wordnet.VERB_CATEGORIES,
+                                  train_per_class=50, test_per_class=10)
+    assert len(verbs) == 5 and verbs.categories[0] == "verb.motion"
+    mixed = wordnet.split_wordnet(categories=wordnet.MIXED_CATEGORIES,
+                                  train_per_class=50, test_per_class=10)
+    assert [t.classes for t in mixed] == [(0, 1), (2, 3), (4, 5, 6)]
+    assert len(mixed[2].y_train) == 150
+    with pytest.raises(ValueError, match="part of speech"):
+        wordnet.split_wordnet(categories=(("pron.all", "noun.animal"),))

@@ -113,3 +113,20 @@ def test_squared_l2_accepts_any_rank_but_scalar():
     distances.check_output_shape("squared_l2", (None, 3, 4))
     with pytest.raises(ValueError, match="batch axis"):
         distances.check_output_shape("squared_l2", (None,))
+
+
+def test_logit_l2_compares_logits_and_probabilities_by_their_logits():
+    np.testing.assert_allclose(as_numpy(distances.logit_l2(Y, A)),
+                               ((Y - A) ** 2).sum(-1), rtol=1e-5)
+    # Probabilities are compared as log p: the logits less their log-sum-exp.
+    p, q = _softmax(Y.astype("float64")), _softmax(A.astype("float64"))
+    want = ((np.log(p) - np.log(q)) ** 2).sum(-1)
+    got = as_numpy(distances.logit_l2(p.astype("float32"),
+                                      q.astype("float32"), from_logits=False))
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+    # A probability of 0 is floored, not −inf.
+    zero = np.array([[1.0, 0.0]], "float32")
+    assert np.isfinite(as_numpy(distances.logit_l2(
+        zero, np.array([[0.5, 0.5]], "float32"), from_logits=False))).all()
+    with pytest.raises(ValueError, match="class scores"):
+        distances.check_output_shape("logit_l2", (None, 1))

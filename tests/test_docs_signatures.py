@@ -181,6 +181,6 @@ def test_the_check_catches_a_wrong_name_a_wrong_default_and_a_typo(
     problems, _ = _check_page(page, "page.md")
     text = "\n".join(problems)
     assert "argument 1 is written 'inner'" in text
-    assert "beta=0.5) but the default is 0.3" in text
+    assert "beta=0.5) but the default is 10.0" in text
     assert "no parameter 'capacty'" in text
 

@@ -79,7 +79,7 @@ def test_step_norm_sets_the_step_length():
 
 def _probability_drift(beta):
     # Plain SGD: no momentum carried over from task 0 moves the weights.
-    model, fip, _, task1 = _two_tasks(inner=keras.optimizers.SGD(0.5))
+    model, fip, _, task1 = _two_tasks(inner=keras.optimizers.SGD(0.05))
     fip.beta.assign(beta)
     inputs, _, _, anchors = fip.memory.stored()
     _fit(model, *task1, callbacks=[keras_fip.callbacks.TaskBoundary(1, *task1)])

@@ -67,7 +67,7 @@ def test_one_shot_pruning_and_report():
 def test_sparse_fip_steps_have_length_eps_and_close_the_gap():
     model, x, y = _trained_model()
     target = sparsity.SparseTarget(0.8, weight=0.1)
-    fip = keras_fip.FIPOptimizer(
+    fip = keras_fip.FIPOptimizer.default_of_0_5(
         keras.optimizers.SGD(learning_rate=1.0), memory=keras_fip.Memory(64),
         step_norm=0.01, beta=0.0, memory_batch_size=16, sparse_target=target)
     model.compile(optimizer=fip, loss=sparse_ce(), jit_compile=JIT)
@@ -93,7 +93,7 @@ def test_sparse_fip_steps_have_length_eps_and_close_the_gap():
 def test_pruning_stop_hard_mask_and_saved_zeros(tmp_path):
     model, x, y = _trained_model()
     schedule = sparsity.PolynomialDecay(0.0, 0.9, begin_step=0, end_step=40)
-    fip = keras_fip.FIPOptimizer(
+    fip = keras_fip.FIPOptimizer.default_of_0_5(
         keras.optimizers.SGD(learning_rate=1.0), memory=keras_fip.Memory(64),
         step_norm=0.05, memory_batch_size=16,
         sparse_target=sparsity.SparseTarget(schedule, weight=1.0))
@@ -133,7 +133,7 @@ def test_hard_mask_step_walks_an_fip_inside_the_sparse_subspace(tmp_path):
     target = sparsity.SparseTarget(
         sparsity.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=10),
         weight=1.0, hard_mask_step=15)
-    fip = keras_fip.FIPOptimizer(
+    fip = keras_fip.FIPOptimizer.default_of_0_5(
         keras.optimizers.SGD(learning_rate=1.0), memory=keras_fip.Memory(256),
         step_norm=0.05, beta=0.0, memory_batch_size=64, sparse_target=target)
     model.compile(optimizer=fip, loss=sparse_ce(), jit_compile=JIT)
@@ -219,7 +219,7 @@ def test_schedules_follow_tfmot():
     (lambda: sparsity.prune_low_magnitude(make_mlp(), 1.5), ValueError,
      r"\[0, 1\)"),
     (lambda: keras_fip.callbacks.PruningStop(0), ValueError, "tolerance"),
-    (lambda: keras_fip.FIPOptimizer(keras.optimizers.SGD(),
+    (lambda: keras_fip.FIPOptimizer.default_of_0_5(keras.optimizers.SGD(),
                                     sparse_target=0.9), TypeError,
      "SparseTarget"),
 ])
@@ -232,7 +232,7 @@ def test_pattern_matching_nothing_is_explained():
     model, x, y = _trained_model()
     with pytest.raises(ValueError, match="no variable path matching"):
         sparsity.prune_low_magnitude(model, 0.5, prune="*conv*")
-    fip = keras_fip.FIPOptimizer(
+    fip = keras_fip.FIPOptimizer.default_of_0_5(
         keras.optimizers.SGD(), sparse_target=sparsity.SparseTarget(
             0.5, prune=["*attention*/kernel"]))
     model.compile(optimizer=fip, loss=sparse_ce())

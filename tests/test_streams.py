@@ -3,6 +3,7 @@ import pytest
 
 from keras_fip.datasets import TaskStream
 from keras_fip.datasets import permuted_digits
+from keras_fip.datasets import rotated_digits
 from keras_fip.datasets.task_stream import Task
 
 
@@ -128,3 +129,14 @@ def test_joint_shuffles_pairs_only_when_seeded():
     assert not np.array_equal(ya, ys)
     assert sorted(ya) == sorted(ys)
     np.testing.assert_array_equal(xa[:, 0] // 2 % 4, ya)  # pairs kept
+
+
+def test_rotated_digits_turns_each_task_and_keeps_labels():
+    stream = rotated_digits((0, 1, 2))
+    assert len(stream) == 3 and stream.num_classes == 10
+    first, turned = stream[0].x_train[0], stream[1].x_train[0]
+    np.testing.assert_array_equal(
+        turned.reshape(8, 8), np.rot90(first.reshape(8, 8)))
+    np.testing.assert_array_equal(stream[2].y_test, stream[0].y_test)
+    with pytest.raises(ValueError, match="quarter_turns"):
+        rotated_digits(())

@@ -34,8 +34,9 @@ METHODS = {
     "lwf": lambda inner, stream, seed: baselines.LwFOptimizer(
         inner, memory=_memory(stream, seed)),
     "si": lambda inner, stream, seed: baselines.SIOptimizer(inner),
-    # The library's default FIP, chosen on validation splits of every
-    # stream (benchmarks/select_default.py, docs/results/fip_default.md).
+    # The library's default FIP, chosen on the validation splits of the
+    # eleven-stream suite (benchmarks/scale_free_default.py,
+    # docs/results/scale_free.md).
     "fip": lambda inner, stream, seed: keras_fip.FIPOptimizer(
         inner, memory=_memory(stream, seed)),
 }
@@ -66,6 +67,15 @@ METHODS.update({
 # settings against DER's: not in the default run. Each is the reference
 # code's FIP with one setting changed.
 VARIANTS = {
+    # The default of keras_fip 0.3-0.6 (Bhattacharyya summed over the
+    # memory batch, β = 0.3, λ = 1).
+    "fip-0.5": lambda inner, stream, seed:
+        keras_fip.FIPOptimizer.default_of_0_5(
+            inner, memory=_memory(stream, seed)),
+    # The label-keeping FIP: the default plus the memory's labels at
+    # DER++'s weight (docs/results/scale_free.md).
+    "fip-labels": lambda inner, stream, seed: keras_fip.FIPOptimizer(
+        inner, memory=_memory(stream, seed), label_weight=2.0),
     "fip-beta0.5": _fip(beta=0.5),
     "fip-mb64": _fip(memory_batch_size=64),
     "fip-mb200": _fip(memory_batch_size=200),
