@@ -259,6 +259,17 @@ def worst_gaps(cells, streams, candidates):
     return sorted(rows, key=lambda r: -r[1])
 
 
+def targets(cells, streams, config, peer="derpp"):
+    """On how many streams `config` is ≥ `peer` − 1 std (the peer's), and
+    on how many its plasticity fraction is ≥ 0.9."""
+    ran = [s for s in streams if s in cells.get(config, {})
+           and s in cells.get(peer, {})]
+    close = [s for s in ran
+             if cells[config][s][0] >= cells[peer][s][0] - cells[peer][s][1]]
+    plastic = [s for s in ran if cells[config][s][2] >= PLASTICITY_FLOOR]
+    return len(ran), close, plastic
+
+
 def report(out, backend, split, streams):
     records = _records(out, backend, split)
     streams = [s for s in streams
@@ -284,6 +295,13 @@ def report(out, backend, split, streams):
             cells, streams, [*CANDIDATES, *LABELLED, "derpp", "der"]):
         lines.append(f"| {c} | {worst:+.3f} | {mean:+.3f} | {plast:.2f} "
                      f"| {kept} of {len(streams)} |")
+    lines += ["", "| config | streams ≥ DER++ − 1 std | streams with "
+              f"plasticity ≥ {PLASTICITY_FLOOR} |", "|---|---|---|"]
+    for c in ("default", "fip-l2", "fip-0.5", "fip-l2-labels-2", "der"):
+        n, close, plastic = targets(cells, streams, c)
+        if n:
+            lines.append(f"| {c} | {len(close)} of {n} | {len(plastic)} of "
+                         f"{n} |")
     return "\n".join(lines)
 
 

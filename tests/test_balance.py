@@ -190,11 +190,12 @@ def test_a_scale_free_step_does_not_move_with_the_loss_scale(balance):
     balance is absolute, moves far more."""
     gap = np.abs(_trained_with_loss_scale(balance, 1.0)
                  - _trained_with_loss_scale(balance, 100.0)).max()
-    assert gap < 2e-3
+    assert gap < 1e-3
     penalty_gap = np.abs(
         _trained_with_loss_scale("penalty", 1.0, beta=0.1)
         - _trained_with_loss_scale("penalty", 100.0, beta=0.1)).max()
-    assert penalty_gap > 5 * 2e-3
+    # Measured: 30 to 200 times the scale-free gap on the three backends.
+    assert penalty_gap > 10 * gap
 
 
 @pytest.mark.parametrize("balance", ["relative", "projected", "bound"])
