@@ -292,7 +292,8 @@ def report(out, backend, split, streams):
               f"| streams with plasticity ≥ {PLASTICITY_FLOOR} |",
               "|---|---|---|---|---|"]
     for c, worst, mean, plast, kept in worst_gaps(
-            cells, streams, [*CANDIDATES, *LABELLED, "derpp", "der"]):
+            cells, streams, [*CANDIDATES, *LABELLED, *CHOSEN, "derpp",
+                             "der"]):
         lines.append(f"| {c} | {worst:+.3f} | {mean:+.3f} | {plast:.2f} "
                      f"| {kept} of {len(streams)} |")
     lines += ["", "| config | streams ≥ DER++ − 1 std | streams with "

@@ -81,8 +81,9 @@ class RelativeInvariance(_BalancedInvariance):
 
     Args:
         weight: ρ ≥ 0 (default 1: the pull as long as the task direction).
-        distance, from_logits, token_reduction, mask_key, heads,
-            label_weight, class_distance: as `Invariance`.
+        **kwargs: `distance`, `from_logits`, `token_reduction`,
+            `mask_key`, `heads`, `label_weight`, `class_distance`, as
+            `Invariance` takes them.
 
     Example:
 
@@ -119,8 +120,9 @@ class ProjectedInvariance(_BalancedInvariance):
 
     Args:
         weight: ρ ≥ 0 (default 0.5); 0 is the projection alone.
-        distance, from_logits, token_reduction, mask_key, heads,
-            label_weight, class_distance: as `Invariance`.
+        **kwargs: `distance`, `from_logits`, `token_reduction`,
+            `mask_key`, `heads`, `label_weight`, `class_distance`, as
+            `Invariance` takes them.
 
     Example:
 
@@ -171,9 +173,9 @@ class DriftBound(_BalancedInvariance):
         rate: η > 0, the multiplier's step in log space (default 0.05).
         initial_multiplier: λ when a task begins (default 0.1).
         multiplier_range: `(λ_min, λ_max)` (default `(0.01, 100.0)`).
-        distance, from_logits, token_reduction, mask_key, heads,
-            class_distance: as `Invariance` (the bound is on the distance
-            alone: no `label_weight`).
+        **kwargs: `distance`, `from_logits`, `token_reduction`,
+            `mask_key`, `heads`, `class_distance`, as `Invariance` takes
+            them (the bound is on the distance alone: no `label_weight`).
 
     Example:
 
