@@ -16,14 +16,8 @@ def mlp(inputs=64, hidden=(256, 256), classes=10):
 
 
 def cnn():
-    """Flat 8×8 digits → two convolutions → 128 → 10 logits."""
-    return keras.Sequential([
-        keras.Input((64,)),
-        keras.layers.Reshape((8, 8, 1)),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-        keras.layers.Conv2D(64, 3, activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Flatten(),
-        keras.layers.Dense(128, activation="relu"),
-        keras.layers.Dense(10),
-    ])
+    """Flat 8×8 digits → two convolutions → 128 → 10 logits (the suite's
+    digits CNN, `keras_fip.bench.suite.digits_cnn`)."""
+    from keras_fip.bench.suite import digits_cnn
+
+    return digits_cnn(10)

@@ -40,8 +40,8 @@ from keras_fip.bench.registry import text_model
 from keras_fip.datasets import wordnet
 
 
-def cnn(stream):
-    """Flat 8×8 digits → two convolutions → 128 → one logit per class."""
+def digits_cnn(classes=10):
+    """Flat 8×8 digits → two convolutions → 128 → `classes` logits."""
     import keras
 
     return keras.Sequential([
@@ -52,8 +52,13 @@ def cnn(stream):
         keras.layers.MaxPooling2D(),
         keras.layers.Flatten(),
         keras.layers.Dense(128, activation="relu"),
-        keras.layers.Dense(stream.num_classes),
+        keras.layers.Dense(classes),
     ])
+
+
+def cnn(stream):
+    """The digits CNN with one logit per class of `stream`."""
+    return digits_cnn(stream.num_classes)
 
 
 def _minilm_features(texts, batch_size=128):

@@ -69,8 +69,19 @@ class _BalancedInvariance(Invariance):
         return config
 
 
+class _RelativePull(_BalancedInvariance):
+    """A balance whose setting is ρ, the pull's norm relative to ‖d‖."""
+
+    def __init__(self, weight, **kwargs):
+        super().__init__(**kwargs)
+        self.ratio = check_number("weight", weight)
+
+    def get_config(self):
+        return {"weight": self.ratio, **super().get_config()}
+
+
 @keras.saving.register_keras_serializable(package="keras_fip")
-class RelativeInvariance(_BalancedInvariance):
+class RelativeInvariance(_RelativePull):
     """d ← d + ρ (‖d‖/‖∇D‖) ∇D: the pull is a fixed fraction of the task's.
 
     D is the mean output distance between the network and its anchors over
@@ -97,19 +108,15 @@ class RelativeInvariance(_BalancedInvariance):
     """
 
     def __init__(self, weight=1.0, **kwargs):
-        super().__init__(**kwargs)
-        self.ratio = check_number("weight", weight)
+        super().__init__(weight, **kwargs)
 
     def combine(self, direction, memory_grads):
         return _plus(direction,
                      _relative_pull(direction, memory_grads, self.ratio))
 
-    def get_config(self):
-        return {"weight": self.ratio, **super().get_config()}
-
 
 @keras.saving.register_keras_serializable(package="keras_fip")
-class ProjectedInvariance(_BalancedInvariance):
+class ProjectedInvariance(_RelativePull):
     """d ← d − min(0, ⟨d, m⟩)/‖m‖² m + ρ (‖d‖/‖m‖) m,  m = ∇D.
 
     A step −η d changes D by −η ⟨d, m⟩ to first order; when that is an
@@ -133,8 +140,7 @@ class ProjectedInvariance(_BalancedInvariance):
     """
 
     def __init__(self, weight=0.5, **kwargs):
-        super().__init__(**kwargs)
-        self.ratio = check_number("weight", weight)
+        super().__init__(weight, **kwargs)
 
     def combine(self, direction, memory_grads):
         squared = ops.maximum(dot(memory_grads, memory_grads),
@@ -146,9 +152,6 @@ class ProjectedInvariance(_BalancedInvariance):
             return projected
         return _plus(projected,
                      _relative_pull(direction, memory_grads, self.ratio))
-
-    def get_config(self):
-        return {"weight": self.ratio, **super().get_config()}
 
 
 @keras.saving.register_keras_serializable(package="keras_fip")
