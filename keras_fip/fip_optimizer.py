@@ -76,10 +76,6 @@ METRIC_OF = {"squared_l2": "logit", "logit_l2": "logit",
 BALANCES = ("penalty", "relative", "projected", "bound")
 DEFAULT_RATIO = {"relative": 1.0, "projected": 0.5}
 DEFAULT_DRIFT_BOUND = 0.02
-# The penalty step's default since 0.7, chosen on the validation splits of
-# the eleven-stream suite (benchmarks/scale_free_default.py): the logits'
-# metric JᵀJ averaged over the memory batch, β = 10, λ = 1 (the bench's
-# "fip-l2" since 0.1).
 
 
 def _invariance_term(balance, reduction, ratio, drift_bound,
