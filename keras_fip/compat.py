@@ -143,3 +143,27 @@ def clear_resumed_epoch(model):
         return False
     model._initial_epoch = None
     return True
+
+
+def variable_layout(variable):
+    """The distribution layout `variable` was created with, or `None`.
+
+    Keras 3 keeps it as `_layout` (the value `add_variable_from_reference`
+    also reads) and offers no public accessor.
+
+    Args:
+        variable: a Keras variable.
+    """
+    return getattr(variable, "_layout", None)
+
+
+def assigned_in_scope(scope):
+    """The ids of the variables assigned inside a `keras.StatelessScope`.
+
+    The scope records every assignment in its `state_mapping`, keyed by
+    the variable's id (Keras 3 names no accessor for it).
+
+    Args:
+        scope: a `keras.StatelessScope` that was entered without a mapping.
+    """
+    return set(scope.state_mapping)

@@ -43,6 +43,8 @@ from keras import ops
 
 from keras_fip import backend as fip_backend
 from keras_fip import compat
+from keras_fip import layouts
+from keras_fip import model_state
 from keras_fip import version
 from keras_fip.arrays import as_numpy
 from keras_fip.checks import check_positive_int
@@ -197,6 +199,7 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
     def build(self, var_list):
         if self.built:
             return
+        layouts.current_distribution()  # refused on TensorFlow and torch
         super().build(var_list)
         for term in self.terms:
             term.build(self, var_list)
@@ -245,6 +248,7 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
         """
         if not isinstance(model, keras.Model):
             raise TypeError(f"bind() needs a keras.Model; got {model!r}.")
+        layouts.current_distribution()  # refused on TensorFlow and torch
         self._model_ref = weakref.ref(model)
         if self.built:
             self._check_variables(model)
@@ -396,6 +400,8 @@ class ContinualOptimizer(keras.optimizers.Optimizer):
         old = [ops.copy(value) if j in needed else None
                for j, value in enumerate(values)]
         direction = self._direction(step)
+        if model is not None:  # no traced value may outlive this trace
+            model_state.clear_recorded(model)
         if replicas > 1:
             direction = [d / replicas for d in direction]
         self.inner_optimizer.apply(direction, variables)

@@ -32,6 +32,7 @@ import numpy as np
 from keras import ops
 
 from keras_fip import anchors as anchor_storages
+from keras_fip import layouts
 from keras_fip import memory_spec
 from keras_fip import nested
 from keras_fip.arrays import as_numpy
@@ -119,47 +120,59 @@ class Memory:
             return
         self._build_from_spec(memory_spec.build_spec(
             model, sample_inputs, self.requested_storage, self.capacity,
-            self.top_k))
+            self.top_k), model)
 
-    def _build_from_spec(self, spec):
+    def _build_from_spec(self, spec, model=None):
+        """Creates the variables; under a `keras.distribution`, per-sample
+        arrays are cut along the batch axis and weight copies like their
+        weights (`keras_fip.layouts`; by the spec's paths when `model` is
+        not given, as when a file is loaded)."""
         cap = self.capacity
         spec = memory_spec.complete(spec, self.top_k)
 
-        def variable(shape, dtype, name):
+        def variable(shape, dtype, name, layout=None):
             v = keras.Variable(
                 np.zeros(shape, dtype=dtype),
                 dtype=dtype,
                 trainable=False,
                 aggregation="only_first_replica",
+                layout=layout,
                 name=f"memory_{name}",
             )
             self._variables.append(v)
             return v
+
+        def per_sample(shape, dtype, name):
+            return variable(shape, dtype, name, layouts.per_sample(shape))
 
         self.num_stored = variable((), "int32", "num_stored")
         self.num_active = variable((), "int32", "num_active")
         self.cursor = variable((), "int32", "cursor")
         self.num_seen = variable((), "int32", "num_seen")
         self.order = variable((cap,), "int32", "order")
-        self.labels = variable((cap,), "int32", "labels")
-        self.task_ids = variable((cap,), "int32", "task_ids")
-        self.anchored = variable((cap,), "int32", "anchored")
+        self.labels = per_sample((cap,), "int32", "labels")
+        self.task_ids = per_sample((cap,), "int32", "task_ids")
+        self.anchored = per_sample((cap,), "int32", "anchored")
         self._input_structure = spec["input_structure"]
         self._input_variables = [
-            variable((cap, *s["shape"]), s["dtype"], f"inputs_{i}")
+            per_sample((cap, *s["shape"]), s["dtype"], f"inputs_{i}")
             for i, s in enumerate(spec["inputs"])
         ]
         stored = spec["anchors"]
         self.storage = anchor_storages.get(stored["storage"],
                                            stored["top_k"])
         self.anchor_variables = [
-            variable((cap, *shape), dtype, name)
+            per_sample((cap, *shape), dtype, name)
             for name, shape, dtype in self.storage.variable_specs(
                 memory_spec.output_shapes(spec))
         ]
+        weights = (model.trainable_variables if model is not None
+                   else [None] * len(stored["weights"]))
         self.weight_copies = [
-            variable(w["shape"], w["dtype"], f"snapshot_{i}")
-            for i, w in enumerate(stored["weights"])
+            variable(w["shape"], w["dtype"], f"snapshot_{i}",
+                     layouts.like_weight(weight) if weight is not None
+                     else layouts.of_path(w.get("path"), w["shape"]))
+            for i, (w, weight) in enumerate(zip(stored["weights"], weights))
         ]
         self.spec = spec
 

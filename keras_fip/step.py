@@ -189,7 +189,7 @@ class Step:
 
     def _model_view(self):
         model = self.optimizer._require_model()
-        state = [v.value for v in self.optimizer.task_cycle.model_state]
+        state = self.optimizer.task_cycle.state_values(model)
         return model, self._model_order(model), state
 
     def _from_model(self, order, model_tensors):

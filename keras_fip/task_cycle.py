@@ -2,12 +2,13 @@
 
 A continual optimizer owns one `TaskCycle`. It holds which task is being
 trained, which one last ended, a fingerprint of the current task's data, the
-anchoring policy of the optimizer's `Memory` and a snapshot of the model's
-non-trainable state (BatchNorm statistics, seed states) for the memory's
-forward passes: under JAX, `fit` purges the model's own variables during an
-epoch, so a step cannot read them. All of it is Keras state, saved with the
+anchoring policy of the optimizer's `Memory` and a copy of the model state
+that training assigns (BatchNorm statistics, seed states), taken when a
+task begins, for the memory's forward passes (state training never
+assigns, such as a frozen base under LoRA, is read where it lives and not
+copied: `keras_fip.model_state`). All of it is Keras state, saved with the
 optimizer and restored by `load_model`, `load_weights` and
-`BackupAndRestore`.
+`BackupAndRestore`; each copy has its variable's distribution layout.
 
 The life cycle (host side; `TaskBoundary` and `remember_task` call it
 through `ContinualOptimizer.begin_task` / `end_task`):
@@ -43,6 +44,8 @@ import numpy as np
 from keras import ops
 from keras import tree
 
+from keras_fip import layouts
+from keras_fip import model_state
 from keras_fip.arrays import as_numpy
 
 ANCHORS = ("task_start", "stored")
@@ -87,6 +90,12 @@ class TaskData:
 
 def _read_int(variable):
     return int(as_numpy(variable))
+
+
+def _shapes(variables):
+    """`[(shape, dtype)]` of variables or of `state_spec` entries."""
+    return [(list(v["shape"]), v["dtype"]) if isinstance(v, dict)
+            else (list(v.shape), v.dtype) for v in variables]
 
 
 class TaskCycle:
@@ -146,21 +155,49 @@ class TaskCycle:
     # ------------------------------------------------------------------
     # Building
     # ------------------------------------------------------------------
-    def build_state(self, spec):
-        """Creates the model-state snapshot's variables from `spec`.
+    def build_state(self, spec, model=None):
+        """Creates the model-state copies described by `spec`.
+
+        Only the variables training assigns are copied
+        (`keras_fip.model_state`); each copy has its variable's layout.
 
         Args:
-            spec: one `{"shape": ..., "dtype": ...}` per non-trainable
-                variable of the model (`state_spec`, as saved in a config).
+            spec: one `{"shape", "dtype", "path", "copy"}` per
+                non-trainable variable of the model (`state_spec`, as
+                saved in a config; a spec without `"copy"` copies every
+                variable, as files of 0.7 and before did).
+            model: the model, to lay each copy out like its variable
+                (else by the spec's path).
         """
-        self.model_state = [
-            keras.Variable(np.zeros(s["shape"], s["dtype"]),
-                           dtype=s["dtype"], trainable=False,
-                           aggregation="only_first_replica",
-                           name=f"model_state_{i}")
-            for i, s in enumerate(spec)
-        ]
-        self.state_spec = [dict(s) for s in spec]
+        spec = [dict(s) for s in spec]
+        originals = (model.non_trainable_variables if model is not None
+                     else [None] * len(spec))
+        self.model_state = []
+        for i, (s, original) in enumerate(zip(spec, originals)):
+            if not s.setdefault("copy", True):
+                continue
+            layout = (layouts.like_weight(original) if original is not None
+                      else layouts.of_path(s.get("path"), s["shape"]))
+            self.model_state.append(keras.Variable(
+                np.zeros(s["shape"], s["dtype"]), dtype=s["dtype"],
+                trainable=False, aggregation="only_first_replica",
+                layout=layout, name=f"model_state_{i}"))
+        self.state_spec = spec
+
+    @property
+    def copied_state(self):
+        """The indices, among the model's non-trainable variables, of
+        those the optimizer keeps a copy of."""
+        return [i for i, s in enumerate(self.state_spec or []) if s["copy"]]
+
+    def state_values(self, model):
+        """Every non-trainable value a memory pass reads, in the model's
+        order: the copy where one is kept, else the variable's own value
+        (`keras_fip.model_state.live_value`)."""
+        copies = dict(zip(self.copied_state, self.model_state))
+        return [copies[i].value if i in copies
+                else model_state.live_value(model, i)
+                for i in range(len(model.non_trainable_variables))]
 
     def bind(self, model, sample_inputs=None):
         """Builds the memory and the model-state snapshot for `model`.
@@ -178,30 +215,44 @@ class TaskCycle:
                     "y) to fit(), or call remember_task(model, ...).")
             self.memory.build(model, sample_inputs)
             created = True
-        spec = [{"shape": list(v.shape), "dtype": v.dtype}
-                for v in model.non_trainable_variables]
+        shapes = _shapes(model.non_trainable_variables)
         if self.state_spec is None:
-            self.build_state(spec)
+            self.build_state(self._state_spec(model, sample_inputs), model)
             self.snapshot(model)
             created = True
-        elif spec != self.state_spec:
+        elif shapes != _shapes(self.state_spec):
             raise ValueError(
                 "The model's non-trainable variables changed since this "
                 f"optimizer was built ({len(self.state_spec)} then, "
-                f"{len(spec)} now): a layer was frozen or added. A "
+                f"{len(shapes)} now): a layer was frozen or added. A "
                 "continual optimizer is built for one set of variables. "
                 "Compile again with a new optimizer that keeps the memory, "
                 "e.g. model.compile(optimizer=keras_fip.FIPOptimizer("
                 "keras.optimizers.Adam(), memory=old.memory), ...)."
             )
+        model_state.record_step_state(model)
         if self.memory is not None and self.memory.built:
             _check_output_shape(model, self.memory)
         return created
 
+    def _state_spec(self, model, sample_inputs):
+        """`state_spec` for `model`: shape, dtype, path, and whether it is
+        copied (training assigns it; all of them when no inputs show)."""
+        variables = model.non_trainable_variables
+        if sample_inputs is None and self.memory is not None \
+                and self.memory.built:
+            sample_inputs = self.memory.stored_inputs(np.arange(1))
+        copied = ([True] * len(variables) if sample_inputs is None else
+                  model_state.assigned_in_training(model, sample_inputs))
+        return [{"shape": list(v.shape), "dtype": v.dtype, "path": v.path,
+                 "copy": bool(c)} for v, c in zip(variables, copied)]
+
     def snapshot(self, model):
-        """Copies the model's non-trainable state for the memory's passes."""
-        for copy, v in zip(self.model_state, model.non_trainable_variables):
-            copy.assign(ops.copy(v.value))
+        """Copies the model state training assigns, for the memory's
+        passes (on device: each copy keeps its variable's layout)."""
+        variables = model.non_trainable_variables
+        for copy, i in zip(self.model_state, self.copied_state):
+            copy.assign(ops.copy(variables[i].value))
 
     # ------------------------------------------------------------------
     # The life cycle

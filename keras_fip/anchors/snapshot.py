@@ -28,7 +28,7 @@ class SnapshotAnchors(AnchorStorage):
     per_sample = False
 
     def weight_specs(self, model):
-        return [{"shape": list(v.shape), "dtype": v.dtype}
+        return [{"shape": list(v.shape), "dtype": v.dtype, "path": v.path}
                 for v in model.trainable_variables]
 
     def anchor_bytes(self, capacity, output_shapes, weight_bytes):
@@ -45,10 +45,14 @@ class SnapshotAnchors(AnchorStorage):
                 "LoRA enabled or layers frozen afterwards): a weight "
                 "snapshot is taken of one set of weights. Build a new "
                 "Memory for the new set.")
-        values = [as_numpy(v) for v in weights]
-        check_finite_weights(values)
-        for copy, value in zip(memory.weight_copies, values):
-            copy.assign(value)
+        # On device: each copy keeps its weight's layout, and no weight
+        # is gathered to the host (each is reduced to 0, or NaN where it
+        # is not finite, for the check).
+        check_finite_weights([np.array(
+            [0.0 if bool(as_numpy(ops.all(ops.isfinite(v.value))))
+             else np.nan for v in weights if _is_float(v)], "float32")])
+        for copy, weight in zip(memory.weight_copies, weights):
+            copy.assign(ops.copy(weight.value))
 
     def batch(self, leaves, inputs, memory, forward):
         outputs = forward([v.value for v in memory.weight_copies], inputs)
@@ -63,6 +67,10 @@ class SnapshotAnchors(AnchorStorage):
             return outputs
 
         return self.batch([], inputs, memory, forward)
+
+
+def _is_float(variable):
+    return "float" in str(variable.dtype)
 
 
 def weight_bytes(specs):
