@@ -265,7 +265,7 @@ class Memory:
                   for i in range(0, len(leaves), per_head)]
         return groups[0] if len(groups) == 1 else groups
 
-    def add(self, x, y=None, task_id=0):
+    def add(self, x, y=None, task_id=0, keep_anchors=True):
         """Adds a finished task's samples, keeping the memory balanced.
 
         With labels, each class seen so far keeps `capacity // C` samples
@@ -278,6 +278,12 @@ class Memory:
                 of the structure and shapes the memory was built with.
             y: integer class labels (or one-hot rows), or `None`.
             task_id: the id stored with these samples.
+            keep_anchors: `True` (default) moves the kept samples' anchors
+                with them (the new ones unanchored); `False` neither reads
+                nor writes the anchors and marks every sample unanchored,
+                for a memory whose every sample is re-anchored next
+                (`consolidate(refresh=True)`, FIP's task start): no copy of
+                the N anchors.
         """
         self._require_built("add samples to")
         leaves = memory_spec.check_inputs(self.spec, x)
@@ -287,8 +293,10 @@ class Memory:
         old_leaves = [as_numpy(v)[:size] for v in self._input_variables]
         labels = as_numpy(self.labels)[:size]
         tasks = as_numpy(self.task_ids)[:size]
-        anchors = [as_numpy(v)[:size] for v in self.anchor_variables]
-        flags = as_numpy(self.anchored)[:size]
+        anchors = [as_numpy(v)[:size] for v in self.anchor_variables] \
+            if keep_anchors else []
+        flags = as_numpy(self.anchored)[:size] if keep_anchors \
+            else np.zeros((size,), "int32")
         labelled_before = size > 0 and labels.min() >= 0
         if size > 0 and (y is None) == labelled_before:
             raise ValueError(
@@ -355,14 +363,18 @@ class Memory:
         self.num_active.assign(0)  # anchors are stale until consolidate
         self.shuffle()
 
-    def consolidate(self, model, batch_size=256, refresh=True, tasks=()):
+    def consolidate(self, model,
+                    batch_size=anchor_storages.ANCHOR_BATCH_SIZE,
+                    refresh=True, tasks=()):
         """Anchors the stored samples on the model as it is now.
 
         See `keras_fip.anchors.anchor_memory` (this calls it).
 
         Args:
             model: the protected model.
-            batch_size: the batch size of the anchor forward passes.
+            batch_size: the samples per compiled anchoring pass (default
+                32); the outputs are encoded and stored chunk by chunk, so
+                anchoring holds one chunk's outputs beyond the anchors.
             refresh: `True` re-anchors every sample (FIP: the anchor is the
                 network at the start of the task); `False` anchors only the
                 samples not anchored yet (DER keeps the outputs a sample had
@@ -383,15 +395,25 @@ class Memory:
         self.num_active.assign(self.size)
         self.cursor.assign(0)
 
-    def state(self):
-        """A NumPy copy of every variable (for `restore`)."""
+    def state(self, anchors=True):
+        """A NumPy copy of every variable (for `restore`).
+
+        Args:
+            anchors: `False` leaves out the anchor variables (`None` in
+                their place; `restore` then leaves them as they are): for
+                an update that does not write them (`add(...,
+                keep_anchors=False)`), without a copy of the N anchors.
+        """
         self._require_built("read")
-        return [np.array(as_numpy(v)) for v in self._variables]
+        skip = set() if anchors else {id(v) for v in self.anchor_variables}
+        return [None if id(v) in skip else np.array(as_numpy(v))
+                for v in self._variables]
 
     def restore(self, state):
-        """Writes back what `state()` returned."""
+        """Writes back what `state()` returned (`None`: left as it is)."""
         for v, value in zip(self._variables, state):
-            v.assign(value)
+            if value is not None:
+                v.assign(value)
 
     def shuffle(self, salt=0):
         """Draws a new sampling order of the stored samples (NumPy)."""

@@ -61,6 +61,7 @@ from keras_fip.anchors.base import Anchor
 from keras_fip.anchors.base import AnchorStorage
 from keras_fip.anchors.outputs import OutputAnchors
 from keras_fip.anchors.snapshot import SnapshotAnchors
+from keras_fip.anchors.taking import ANCHOR_BATCH_SIZE
 from keras_fip.anchors.taking import anchor_memory
 from keras_fip.anchors.top_k import TopKAnchors
 from keras_fip.anchors.top_k import coarse_grained
@@ -84,8 +85,9 @@ COUNTERS = 16
 
 __all__ = ["Anchor", "AnchorStorage", "OutputAnchors", "TopKAnchors",
            "SnapshotAnchors", "STORAGES", "AUTO_OUTPUT_BYTES",
-           "anchor_memory", "check_storage", "coarse_grained",
-           "encode_top_k", "footprint_bytes", "get", "resolve"]
+           "ANCHOR_BATCH_SIZE", "anchor_memory", "check_storage",
+           "coarse_grained", "encode_top_k", "footprint_bytes", "get",
+           "resolve"]
 
 
 def check_storage(storage, top_k):

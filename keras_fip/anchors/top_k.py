@@ -35,9 +35,17 @@ DISTRIBUTION_DISTANCES = ("bhattacharyya", "kl")
 
 
 def _log_probabilities(outputs, from_logits):
-    outputs = np.asarray(outputs, "float64")
+    """log p over the last axis, in float32.
+
+    From logits z: log p_i = (z_i − max z) − log Σ_j exp(z_j − max z)
+    (shifted, so exp never overflows); from probabilities: log max(p,
+    1e-12). float32 throughout: anchoring encodes one chunk at a time
+    (`keras_fip.anchors.taking.output_chunks`), and float64 would double
+    the chunk's host memory for digits the float32 variables drop anyway.
+    """
+    outputs = np.asarray(outputs, "float32")
     if not from_logits:
-        return np.log(np.maximum(outputs, 1e-12))
+        return np.log(np.maximum(outputs, np.float32(1e-12)))
     shifted = outputs - outputs.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
@@ -45,7 +53,8 @@ def _log_probabilities(outputs, from_logits):
 def encode_top_k(outputs, k, from_logits=True):
     """The k most likely classes per position and their log-probabilities.
 
-    Host side (NumPy), when a memory is anchored.
+    Host side (NumPy, float32), one chunk of outputs at a time when a
+    memory is anchored.
 
     Args:
         outputs: anchor outputs, shape `(batch, ..., C)`.
