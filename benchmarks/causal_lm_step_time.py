@@ -255,7 +255,8 @@ def child(method, config, steps, repeats, capacity, top_k, lora_rank):
         keras_fip.callbacks.remember_task(lm, 0, old)
         callbacks.append(keras_fip.callbacks.TaskBoundary(1, new))
         fip_memory = optimizer.memory
-        assert fip_memory.is_active and fip_memory.anchor_storage == storage
+        # Stored; anchored (and active) when the next task begins.
+        assert fip_memory.size and fip_memory.anchor_storage == storage
         spec = fip_memory.spec
         input_bytes = sum(int(np.prod(s["shape"])) *
                           np.dtype(s["dtype"]).itemsize
@@ -420,6 +421,16 @@ def main():
                   f"(predict_on_batch) takes {r['forward_ms']:.1f} ms, "
                   f"{r['forward_ms'] / r['step_ms']:.2f} of its step (the "
                   "floor assumes 1/3).")
+    print("\npeak resident MB by phase (anchor = remember_task, warm_up = "
+          "the new task's anchoring, compilation and first epoch, timed, "
+          "end = the task's end):")
+    print("| method | anchor | warm_up | timed | end |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        phases = r["phase_peak_mb"]
+        print(f"| {r['method']} | " + " | ".join(
+            f"{phases[k]:.0f}" for k in ("anchor", "warm_up", "timed",
+                                         "end")) + " |")
     print("setup s (remember_task + warm-up epoch): " + ", ".join(
         f"{r['method']} {r['remember_s'] + r['warm_up_s']:.1f}"
         for r in rows))

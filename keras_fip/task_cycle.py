@@ -25,11 +25,15 @@ through `ContinualOptimizer.begin_task` / `end_task`):
 - `begin_epoch(epoch)`: a new sampling order of the memory (from epoch 1;
   done at an epoch's start, so a checkpoint written at an epoch's end by
   any callback resumes into the same order).
-- `end(model, task)`: the task's samples join the memory, anchored
-  provisionally on the network as it is (the next `begin` anchors them
-  for good, so `EarlyStopping(restore_best_weights=True)` gives the same
-  anchors in either callback order); the outputs must be finite, or the
-  memory is left as it was. Ending the same task twice does nothing.
+- `end(model, task)`: the task's samples join the memory. With
+  `"task_start"` they are only stored (inputs, labels, task ids; no
+  forward pass): the next `begin` anchors every sample, once per
+  boundary, on the network it starts from (so
+  `EarlyStopping(restore_best_weights=True)` gives the same anchors in
+  either callback order), and the memory protects nothing until then.
+  With `"stored"` the new samples are anchored on the network as it is;
+  the outputs must be finite, or the memory is left as it was. Ending the
+  same task twice does nothing.
 
 With `holds="current_task"` (LwF) the memory holds the new task's inputs
 instead, refilled and anchored when a task begins and never kept.
@@ -327,14 +331,26 @@ class TaskCycle:
 
     def end(self, model, task, step=0):
         """Ends `task`: its samples join the memory. Returns whether it
-        ended now (`False`: it had ended before)."""
+        ended now (`False`: it had ended before).
+
+        With `anchors="stored"` the new samples are anchored on the
+        network as it is (their outputs when stored). With `"task_start"`
+        they are stored only: the next `begin` anchors every sample on the
+        network it starts from, so the memory is inactive (protects
+        nothing) until then.
+        """
         if self.last_task == task.task_id:
             return False
         if self.memory is not None and self.holds == "finished_tasks":
-            before = self.memory.state()
+            # task_start: the next begin re-anchors every sample, so the
+            # end stores the samples only (no forward pass, no anchor copy).
+            stored = self.anchors == "stored"
+            before = self.memory.state(anchors=stored)
             try:
-                self.memory.add(task.x, task.y, task_id=task.task_id)
-                self.memory.consolidate(model, refresh=False)
+                self.memory.add(task.x, task.y, task_id=task.task_id,
+                                keep_anchors=stored)
+                if stored:
+                    self.memory.consolidate(model, refresh=False)
             except Exception:
                 self.memory.restore(before)
                 raise

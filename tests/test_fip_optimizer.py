@@ -57,7 +57,8 @@ def _two_tasks(**fip_kwargs):
 
 def test_active_memory_adds_the_invariance_term():
     model, fip, task0, task1 = _two_tasks(inner=keras.optimizers.Adam(1e-2))
-    assert fip.memory.is_active and fip.memory.size == 16
+    # Stored at task 0's end; anchored (active) when task 1 begins.
+    assert fip.memory.size == 16 and not fip.memory.is_active
     _fit(model, *task1, callbacks=[keras_fip.callbacks.TaskBoundary(1, *task1)])
     assert float(as_numpy(fip.invariance_loss)) > 1e-4
     assert model.jit_compile == JIT
@@ -81,7 +82,8 @@ def _probability_drift(beta):
     # Plain SGD: no momentum carried over from task 0 moves the weights.
     model, fip, _, task1 = _two_tasks(inner=keras.optimizers.SGD(0.05))
     fip.beta.assign(beta)
-    inputs, _, _, anchors = fip.memory.stored()
+    inputs = fip.memory.stored_inputs()
+    anchors = model(inputs)  # what task 1's start anchors them on
     _fit(model, *task1, callbacks=[keras_fip.callbacks.TaskBoundary(1, *task1)])
     assert float(as_numpy(fip.beta)) == beta
     now = as_numpy(ops.softmax(model(inputs)))
