@@ -135,13 +135,20 @@ def main(process_id, num_processes, coordinator, output):
         memory_batch_size=8)
     model.compile(optimizer=optimizer, loss=keras.losses.
                   SparseCategoricalCrossentropy(from_logits=True))
+    active = []  # whether the memory protects anything, as a task begins
+
+    class Active(keras.callbacks.Callback):  # listed after TaskBoundary
+        def on_train_begin(self, logs=None):
+            active.append(optimizer.memory.is_active)
+
     for t, (x, y) in enumerate(tasks()):
         rows = local_rows(len(x), process_id, num_processes)
         model.fit(x[rows], y[rows], batch_size=GLOBAL_BATCH // num_processes,
                   epochs=EPOCHS, shuffle=False, verbose=0,
-                  callbacks=[keras_fip.callbacks.TaskBoundary(t, x, y)])
+                  callbacks=[keras_fip.callbacks.TaskBoundary(t, x, y),
+                             Active()])
         if t == 0:
-            active_after_first = optimizer.memory.is_active
+            stored_after_first = optimizer.memory.size
 
     # An array sharded over every process's devices reads whole anywhere.
     full = np.arange(4 * GLOBAL_DEVICES, dtype="float32").reshape(-1, 2)
@@ -159,12 +166,16 @@ def main(process_id, num_processes, coordinator, output):
               for i, v in enumerate(model.trainable_variables)}
     arrays.update({
         "memory_size": np.asarray(memory.size),
-        "memory_active_after_first": np.asarray(active_after_first),
+        "memory_stored_after_first": np.asarray(stored_after_first),
+        "memory_active_at_begin": np.asarray(active),
         "memory_inputs": memory.stored_inputs(),
         "memory_cursor": as_numpy(memory.cursor),
         "invariance_loss": as_numpy(optimizer.invariance_loss),
         "processes": np.asarray(jax.process_count()),
         "sharded_fully_addressable": np.asarray(sharded.is_fully_addressable),
+        # Not checked: whether the memory's inputs are sharded too.
+        "memory_inputs_fully_addressable": np.asarray(
+            memory.inputs.value.is_fully_addressable),
     })
     if process_id == 0:
         np.savez(output, **arrays)

@@ -85,10 +85,11 @@ def test_two_processes_on_localhost_match_one_process(tmp_path):
     for name in weights:
         np.testing.assert_allclose(two[name], one[name], rtol=1e-4,
                                    atol=1e-5, err_msg=name)
-    # The memory: the same samples in both runs, protected during the
-    # second task (anchored after the first, a nonzero invariance term).
+    # The memory: the same samples in both runs, filled by the first task
+    # and protected during the second (anchored, a nonzero invariance term).
     for run in (one, two):
-        assert bool(run["memory_active_after_first"])
+        assert int(run["memory_stored_after_first"]) == 16
+        assert run["memory_active_at_begin"].tolist() == [False, True]
         assert int(run["memory_size"]) == 16
         assert float(run["invariance_loss"]) > 1e-3
     np.testing.assert_array_equal(two["memory_inputs"], one["memory_inputs"])
