@@ -127,6 +127,7 @@ def test_task_start_anchors_follow_the_network():
 
 def test_active_memory_without_a_model_is_explained():
     model, fip, _, task1 = _two_tasks()
+    fip.memory.consolidate(model)  # active, as a next task's start leaves it
     other = make_mlp(hidden=(16,), inputs=8, classes=4)
     fresh = keras_fip.FIPOptimizer(keras.optimizers.Adam(), memory=fip.memory)
     other.compile(optimizer=fresh, loss=sparse_ce(), jit_compile=JIT)
