@@ -255,8 +255,7 @@ def child(method, config, steps, repeats, capacity, top_k, lora_rank):
         keras_fip.callbacks.remember_task(lm, 0, old)
         callbacks.append(keras_fip.callbacks.TaskBoundary(1, new))
         fip_memory = optimizer.memory
-        # Stored; anchored (and active) when the next task begins.
-        assert fip_memory.size and fip_memory.anchor_storage == storage
+        assert fip_memory.is_active and fip_memory.anchor_storage == storage
         spec = fip_memory.spec
         input_bytes = sum(int(np.prod(s["shape"])) *
                           np.dtype(s["dtype"]).itemsize
@@ -422,7 +421,7 @@ def main():
                   f"{r['forward_ms'] / r['step_ms']:.2f} of its step (the "
                   "floor assumes 1/3).")
     print("\npeak resident MB by phase (anchor = remember_task, warm_up = "
-          "the new task's anchoring, compilation and first epoch, timed, "
+          "the new task's start, compilation and first epoch, timed, "
           "end = the task's end):")
     print("| method | anchor | warm_up | timed | end |")
     print("|---|---|---|---|---|")

@@ -25,15 +25,14 @@ through `ContinualOptimizer.begin_task` / `end_task`):
 - `begin_epoch(epoch)`: a new sampling order of the memory (from epoch 1;
   done at an epoch's start, so a checkpoint written at an epoch's end by
   any callback resumes into the same order).
-- `end(model, task)`: the task's samples join the memory. With
-  `"task_start"` they are only stored (inputs, labels, task ids; no
-  forward pass): the next `begin` anchors every sample, once per
-  boundary, on the network it starts from (so
+- `end(model, task)`: the task's samples join the memory and, with
+  `"task_start"`, every sample is anchored on the network as it is: one
+  anchoring pass per boundary, in chunks. The next `begin` anchors again
+  only if the weights changed since (so
   `EarlyStopping(restore_best_weights=True)` gives the same anchors in
-  either callback order), and the memory protects nothing until then.
-  With `"stored"` the new samples are anchored on the network as it is;
-  the outputs must be finite, or the memory is left as it was. Ending the
-  same task twice does nothing.
+  either callback order). With `"stored"` only the new samples are
+  anchored. The outputs must be finite, or the memory is left as it was.
+  Ending the same task twice does nothing.
 
 With `holds="current_task"` (LwF) the memory holds the new task's inputs
 instead, refilled and anchored when a task begins and never kept.
@@ -96,6 +95,18 @@ def _read_int(variable):
     return int(as_numpy(variable))
 
 
+def _weights_checksum(model):
+    """(Σw, Σw²) of every floating weight, reduced on device (float32).
+
+    Equal weights give equal sums (the same reduction of the same values);
+    weights that changed almost surely do not.
+    """
+    sums = [ops.sum(f(ops.cast(v.value, "float32")))
+            for v in model.weights if "float" in str(v.dtype)
+            for f in (lambda w: w, ops.square)]
+    return tuple(as_numpy(ops.stack(sums)).tolist()) if sums else ()
+
+
 def _shapes(variables):
     """`[(shape, dtype)]` of variables or of `state_spec` entries."""
     return [(list(v["shape"]), v["dtype"]) if isinstance(v, dict)
@@ -145,6 +156,9 @@ class TaskCycle:
             aggregation="only_first_replica", name="ended_at_step")
         self.model_state = []
         self.state_spec = None
+        # Host side: a checksum of the weights a task_start end anchored
+        # the memory on (`None`: the next begin anchors).
+        self._anchored_weights = None
         if state_spec is not None:
             self.build_state(state_spec)
 
@@ -315,10 +329,11 @@ class TaskCycle:
                 self.memory.consolidate(model)
                 if self.last_task < 0:
                     self.memory.num_active.assign(0)  # no old network yet
-            elif self.memory.size:
+            elif self.memory.size and not self._anchored_on_this(model):
                 self.memory.consolidate(
                     model, refresh=self.anchors == "task_start",
                     tasks=(self.last_task,))
+        self._anchored_weights = None
         self.snapshot(model)
         self.current_task.assign(task.task_id)
         self.fingerprint.assign(fingerprint)
@@ -335,29 +350,42 @@ class TaskCycle:
 
         With `anchors="stored"` the new samples are anchored on the
         network as it is (their outputs when stored). With `"task_start"`
-        they are stored only: the next `begin` anchors every sample on the
-        network it starts from, so the memory is inactive (protects
-        nothing) until then.
+        every sample is anchored on the network as it is, the one
+        anchoring pass of this boundary: the memory protects the old tasks
+        from here on (a `fit` without a `TaskBoundary`, `remember_task`),
+        and the next `begin` anchors again only if the weights changed in
+        between (`EarlyStopping(restore_best_weights=True)` listed after
+        `TaskBoundary`, steps outside any task).
         """
         if self.last_task == task.task_id:
             return False
         if self.memory is not None and self.holds == "finished_tasks":
-            # task_start: the next begin re-anchors every sample, so the
-            # end stores the samples only (no forward pass, no anchor copy).
+            # task_start re-anchors every sample: the N anchors are neither
+            # moved nor backed up (they are written only once every chunk
+            # succeeded).
             stored = self.anchors == "stored"
             before = self.memory.state(anchors=stored)
             try:
                 self.memory.add(task.x, task.y, task_id=task.task_id,
                                 keep_anchors=stored)
-                if stored:
-                    self.memory.consolidate(model, refresh=False)
+                self.memory.consolidate(model, refresh=not stored)
             except Exception:
                 self.memory.restore(before)
                 raise
+            if not stored:
+                self._anchored_weights = _weights_checksum(model)
             self.snapshot(model)
         self.committed_task.assign(task.task_id)
         self.ended_at_step.assign(step)
         return True
+
+    def _anchored_on_this(self, model):
+        """Whether the memory's anchors are those of `model`'s weights now
+        (a task_start end anchored them, and nothing changed since)."""
+        return (self.anchors == "task_start"
+                and self._anchored_weights is not None
+                and self.memory.is_active
+                and _weights_checksum(model) == self._anchored_weights)
 
     @property
     def last_task(self):

@@ -123,33 +123,45 @@ def _fit(model, task, task_id, callbacks=()):
               callbacks=[TaskBoundary(task_id, *task), *callbacks])
 
 
-def test_a_task_start_end_stores_the_samples_without_a_forward_pass(
-        monkeypatch):
+def test_a_task_start_boundary_anchors_once(monkeypatch):
     task0, _ = toy_tasks()
     model = make_mlp(hidden=(16,), inputs=8, classes=4)
     fip = compile_fip(model, capacity=16)
     fip.begin_task(model, 0, *task0)
     counts = _count_anchoring(monkeypatch)
-    calls = []
-    for name in ("__call__", "call"):
-        original = getattr(type(model), name)
-
-        def counted(self, *args, _original=original, **kwargs):
-            calls.append(1)
-            return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(type(model), name, counted)
     fip.end_task(model, 0, *task0)
     memory = fip.memory
-    assert memory.size == 16 and counts["chunks"] == 0 and not calls
-    # Stored, not anchored: the next task's start anchors every sample.
-    assert not as_numpy(memory.anchored)[:16].any()
-    assert not memory.is_active
-    monkeypatch.undo()
-    counts = _count_anchoring(monkeypatch)
+    # The end anchors every sample (one chunk of 16): the memory protects
+    # task 0 from here on, e.g. in a fit without a TaskBoundary.
+    assert memory.size == 16 and counts["chunks"] == 1
+    assert memory.is_active and as_numpy(memory.anchored)[:16].all()
+    np.testing.assert_allclose(
+        memory.stored()[3],
+        as_numpy(model(memory.stored_inputs(), training=False)),
+        rtol=1e-5, atol=1e-6)
+    # The weights did not change: the next start does not anchor again.
     fip.begin_task(model, 1, *task0)
     assert counts["chunks"] == 1 and memory.is_active
-    assert as_numpy(memory.anchored)[:16].all()
+
+
+def test_the_next_start_anchors_again_when_the_weights_changed(
+        monkeypatch):
+    task0, task1 = toy_tasks()
+    model = make_mlp(hidden=(16,), inputs=8, classes=4)
+    fip = compile_fip(model, capacity=16)
+    fip.begin_task(model, 0, *task0)
+    fip.end_task(model, 0, *task0)
+    # As EarlyStopping(restore_best_weights=True) listed after
+    # TaskBoundary does: other weights, set after the task ended.
+    kernel = model.trainable_variables[0]
+    kernel.assign(as_numpy(kernel) * 0.5)
+    counts = _count_anchoring(monkeypatch)
+    fip.begin_task(model, 1, *task1)
+    assert counts["chunks"] == 1
+    np.testing.assert_allclose(
+        fip.memory.stored()[3],
+        as_numpy(model(fip.memory.stored_inputs(), training=False)),
+        rtol=1e-5, atol=1e-6)
 
 
 def _two_task_weights(provisional):

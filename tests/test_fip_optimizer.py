@@ -57,8 +57,7 @@ def _two_tasks(**fip_kwargs):
 
 def test_active_memory_adds_the_invariance_term():
     model, fip, task0, task1 = _two_tasks(inner=keras.optimizers.Adam(1e-2))
-    # Stored at task 0's end; anchored (active) when task 1 begins.
-    assert fip.memory.size == 16 and not fip.memory.is_active
+    assert fip.memory.is_active and fip.memory.size == 16
     _fit(model, *task1, callbacks=[keras_fip.callbacks.TaskBoundary(1, *task1)])
     assert float(as_numpy(fip.invariance_loss)) > 1e-4
     assert model.jit_compile == JIT
@@ -82,8 +81,7 @@ def _probability_drift(beta):
     # Plain SGD: no momentum carried over from task 0 moves the weights.
     model, fip, _, task1 = _two_tasks(inner=keras.optimizers.SGD(0.05))
     fip.beta.assign(beta)
-    inputs = fip.memory.stored_inputs()
-    anchors = model(inputs)  # what task 1's start anchors them on
+    inputs, _, _, anchors = fip.memory.stored()
     _fit(model, *task1, callbacks=[keras_fip.callbacks.TaskBoundary(1, *task1)])
     assert float(as_numpy(fip.beta)) == beta
     now = as_numpy(ops.softmax(model(inputs)))
@@ -127,7 +125,6 @@ def test_task_start_anchors_follow_the_network():
 
 def test_active_memory_without_a_model_is_explained():
     model, fip, _, task1 = _two_tasks()
-    fip.memory.consolidate(model)  # active, as a next task's start leaves it
     other = make_mlp(hidden=(16,), inputs=8, classes=4)
     fresh = keras_fip.FIPOptimizer(keras.optimizers.Adam(), memory=fip.memory)
     other.compile(optimizer=fresh, loss=sparse_ce(), jit_compile=JIT)

@@ -57,8 +57,7 @@ def test_a_dict_of_two_heads_is_protected_whole(labels):
     protected = fip.invariance_term.protected
     assert [(h.name, h.distance) for h in protected] == [
         ("kind", "logit_l2"), ("price", "squared_l2")]
-    # Task 1's end stored its samples (anchored when a next task begins).
-    assert fip.memory.size == 24
+    assert fip.memory.is_active and fip.memory.size == 24
     _, stored_labels, _, anchors = fip.memory.stored()
     assert len(anchors) == 2  # one anchor per head
     if labels == "none":
@@ -199,9 +198,9 @@ def test_path_recorder_drift_for_every_storage(storage):
     path = PathRecorder(every_n_epochs=1)
     model.fit(X[:48], CLASSES[:48], epochs=2, verbose=0,
               callbacks=[TaskBoundary(0, X[:48], CLASSES[:48]), path])
-    # Task 0 ended with its last epoch: its samples are stored, and
-    # anchored when task 1 begins; until then there is no drift.
-    assert np.isnan(path.records[-1]["drift"])
+    # Task 0 ended with its last epoch: its samples are anchored on the
+    # network as it is, so the drift there is 0.
+    assert path.records[-1]["drift"] == pytest.approx(0.0, abs=1e-6)
     direct = []
     probe = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda *_, **__: direct.append(
