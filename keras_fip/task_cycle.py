@@ -47,6 +47,7 @@ import numpy as np
 from keras import ops
 from keras import tree
 
+from keras_fip import backend as fip_backend
 from keras_fip import layouts
 from keras_fip import model_state
 from keras_fip.arrays import as_numpy
@@ -95,16 +96,30 @@ def _read_int(variable):
     return int(as_numpy(variable))
 
 
+def _sums(values):
+    """(Σw, Σw²) of each array, in float32, stacked."""
+    return ops.stack([f(ops.cast(w, "float32"))
+                      for w in values for f in (ops.sum, _sum_of_squares)])
+
+
+def _sum_of_squares(w):
+    return ops.sum(ops.square(w))
+
+
+# One compiled reduction (JAX would keep an executable per weight shape
+# for eager ops, resident for the whole run).
+_compiled_sums = fip_backend.compile_function(_sums)
+
+
 def _weights_checksum(model):
     """(Σw, Σw²) of every floating weight, reduced on device (float32).
 
     Equal weights give equal sums (the same reduction of the same values);
     weights that changed almost surely do not.
     """
-    sums = [ops.sum(f(ops.cast(v.value, "float32")))
-            for v in model.weights if "float" in str(v.dtype)
-            for f in (lambda w: w, ops.square)]
-    return tuple(as_numpy(ops.stack(sums)).tolist()) if sums else ()
+    values = [v.value for v in model.weights if "float" in str(v.dtype)]
+    return tuple(as_numpy(_compiled_sums(values)).tolist()) if values \
+        else ()
 
 
 def _shapes(variables):

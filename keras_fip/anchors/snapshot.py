@@ -15,6 +15,7 @@ import numpy as np
 from keras import ops
 from keras import tree
 
+from keras_fip import backend as fip_backend
 from keras_fip.anchors.base import Anchor
 from keras_fip.anchors.base import AnchorStorage
 from keras_fip.anchors.taking import check_finite_weights
@@ -48,9 +49,9 @@ class SnapshotAnchors(AnchorStorage):
         # On device: each copy keeps its weight's layout, and no weight
         # is gathered to the host (each is reduced to 0, or NaN where it
         # is not finite, for the check).
-        check_finite_weights([np.array(
-            [0.0 if bool(as_numpy(ops.all(ops.isfinite(v.value))))
-             else np.nan for v in weights if _is_float(v)], "float32")])
+        floats = [v.value for v in weights if _is_float(v)]
+        finite = as_numpy(_compiled_finite(floats)) if floats else []
+        check_finite_weights([np.where(finite, 0.0, np.nan)])
         for copy, weight in zip(memory.weight_copies, weights):
             copy.assign(ops.copy(weight.value))
 
@@ -67,6 +68,15 @@ class SnapshotAnchors(AnchorStorage):
             return outputs
 
         return self.batch([], inputs, memory, forward)
+
+
+def _finite(values):
+    """Whether each array is finite everywhere (one bool each)."""
+    return ops.stack([ops.all(ops.isfinite(v)) for v in values])
+
+
+# One compiled reduction (JAX keeps an executable per shape for eager ops).
+_compiled_finite = fip_backend.compile_function(_finite)
 
 
 def _is_float(variable):
