@@ -27,6 +27,11 @@ size when that is larger), the snapshot otherwise. Every classifier gets
 A model with several outputs (a dict or list of heads) gets one anchor per
 head in every storage.
 
+Anchors are taken once per task boundary by a compiled inference pass in
+chunks of `ANCHOR_BATCH_SIZE` (32) samples, each chunk encoded and written
+to one host array, so taking them holds one chunk's outputs beyond the
+anchors themselves, whatever N (`keras_fip.anchors.taking`).
+
 The bytes a memory of capacity N holds (`Memory.nbytes`, tested against
 `footprint_bytes`) are
 
