@@ -226,7 +226,11 @@ def test_snapshot_anchors_equal_stored_anchors_at_the_start_of_a_task():
     recomputed, _ = snapshot.stateless_call(weights, state,
                                             snapshot.optimizer.memory
                                             .stored()[0], training=False)
-    np.testing.assert_array_equal(as_numpy(recomputed), anchors)
+    # Stored anchors come from the compiled anchoring pass in chunks, the
+    # recomputation from one eager call: the same outputs to a few ulps
+    # (3e-8 measured on JAX).
+    np.testing.assert_allclose(as_numpy(recomputed), anchors, rtol=1e-5,
+                               atol=1e-6)
     # Training from there takes the same path either way.
     _adapt(stored)
     _adapt(snapshot)
