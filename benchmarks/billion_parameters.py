@@ -149,17 +149,19 @@ def token_batches(n, sequence_length, vocabulary, seed):
 
 
 def per_device(variables, devices):
-    """Bytes of `variables` on each device, summed from their shards."""
+    """Bytes of `variables` on each device, summed from their shards
+    (`keras_fip.layouts.shard_bytes`), and their logical bytes."""
     import numpy as np
 
-    index = {d: i for i, d in enumerate(devices)}
+    from keras_fip import layouts
+
+    index = {str(d): i for i, d in enumerate(devices)}
     out = np.zeros(len(devices), dtype=np.int64)
     logical = 0
     for v in variables:
-        value = v.value
-        logical += value.size * value.dtype.itemsize
-        for shard in value.addressable_shards:
-            out[index[shard.device]] += shard.data.nbytes
+        logical += v.value.size * v.value.dtype.itemsize
+        for device, nbytes in layouts.shard_bytes(v).items():
+            out[index[device]] += nbytes
     return out, logical
 
 
