@@ -17,7 +17,8 @@ import sys
 
 from keras_fip.version import __version__
 
-_MODULES = ("anchors", "attacks", "baselines", "callbacks", "compat", "heads",
+_MODULES = ("anchors", "attacks", "baselines", "callbacks", "compat",
+            "composition", "heads",
             "metric_product", "nested", "spectrum",
             "continual_metrics", "datasets", "ensembles",
             "distances", "evaluation", "geometry", "hub", "labels", "language",

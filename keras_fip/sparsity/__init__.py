@@ -11,6 +11,7 @@ from keras_fip.sparsity.magnitude import prune_low_magnitude
 from keras_fip.sparsity.magnitude import sparsity_report
 from keras_fip.sparsity.magnitude import thresholds
 from keras_fip.sparsity.masked_optimizer import MaskedOptimizer
+from keras_fip.sparsity.masked_optimizer import MaskGradient
 from keras_fip.sparsity.schedules import ConstantSparsity
 from keras_fip.sparsity.schedules import PolynomialDecay
 from keras_fip.sparsity.schedules import PruningSchedule
@@ -19,6 +20,7 @@ from keras_fip.sparsity.sparse_target import SparseTarget
 
 __all__ = [
     "ConstantSparsity",
+    "MaskGradient",
     "MaskedOptimizer",
     "PolynomialDecay",
     "PruningSchedule",
