@@ -314,3 +314,17 @@ def test_models_with_dict_inputs_chain(tmp_path):
     assert pruned.lineage.knows == ["A", "B"]
     assert pruned.lineage.measurements["sparsity"] == pytest.approx(
         0.5, abs=0.02)
+
+
+def test_a_network_that_knows_no_task_can_learn_but_not_be_sparsified(
+        tmp_path):
+    composer = _composer(tmp_path)
+    blank = composer.start(_model(), "blank", knows=[])
+    with pytest.raises(ValueError, match="knows none"):
+        composer.apply(blank, composition.Sparsify(0.5, steps=2))
+    learned = composer.apply(blank, composition.LearnTask(
+        "A", steps=3, batch_size=8))
+    assert learned.lineage.knows == ["A"]
+    pruned = composer.apply(blank, composition.MagnitudePrune(0.5, steps=0))
+    assert pruned.lineage.measurements["sparsity"] == pytest.approx(
+        0.5, abs=0.02)

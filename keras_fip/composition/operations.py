@@ -206,6 +206,17 @@ class _Training(Operation):
                                                  default_optimizer)
         self.prune = check_patterns(prune)
 
+    #: whether the operation trains on the known tasks' data.
+    trains_on_known_tasks = True
+
+    def check(self, context):
+        if self.trains_on_known_tasks and self.steps and not context.knows:
+            raise ValueError(
+                f"{type(self).__name__} trains on the tasks the network "
+                "knows, and this one knows none. Start the chain with "
+                "Composer.start(model, name, knows=[...]) naming the tasks "
+                "it was trained on, or learn a task first.")
+
     def inner(self):
         return keras.optimizers.deserialize(
             copy.deepcopy(self.inner_optimizer))
@@ -225,8 +236,13 @@ class _Training(Operation):
             remember_task(model, task_id, *context.training_data(name))
 
     def memory(self, context, memory_size):
-        known = context.known_training_data()
-        capacity = memory_size or sample_count(known[0])
+        """A memory for every known sample (or `memory_size` of them); with
+        no known task it stays empty and the step is the inner
+        optimizer's."""
+        capacity = memory_size
+        if capacity is None:
+            capacity = (sample_count(context.known_training_data()[0])
+                        if context.knows else 1)
         return Memory(capacity, seed=context.seed)
 
     def _base_config(self):
@@ -241,6 +257,8 @@ def _adam():
 
 class _NewTask:
     """Learning a task the network does not know yet."""
+
+    trains_on_known_tasks = False
 
     def _check_task(self, task):
         if not isinstance(task, str) or not task:
