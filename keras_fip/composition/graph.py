@@ -152,7 +152,8 @@ class NetworkGraph:
             visit(root)
         return order
 
-    def plot(self, path, x_task=None, y_task=None, title=None, axis=None):
+    def plot(self, path, x_task=None, y_task=None, title=None, axis=None,
+             limits=(0.0, 1.0)):
         """Draws the graph in the plane of two tasks' scores.
 
         Args:
@@ -162,6 +163,8 @@ class NetworkGraph:
             y_task: the task on the vertical axis (default: the second).
             title: the figure's title.
             axis: a Matplotlib axis to draw on instead of a new figure.
+            limits: both axes' range (default (0, 1), the range of
+                accuracies); `None` fits them to the points.
         """
         import matplotlib
 
@@ -195,6 +198,10 @@ class NetworkGraph:
         for name, point in points.items():
             axis.annotate(name, point, fontsize=6, xytext=(3, 3),
                           textcoords="offset points")
+        if limits is not None:
+            margin = 0.03 * (limits[1] - limits[0])
+            axis.set_xlim(limits[0] - margin, limits[1] + margin)
+            axis.set_ylim(limits[0] - margin, limits[1] + margin)
         axis.set_xlabel(f"accuracy on {x_task}")
         axis.set_ylabel(f"accuracy on {y_task}")
         if title:
