@@ -163,8 +163,8 @@ class Operation:
     `get_config()`; `knows_after(knows)` says which tasks the result knows.
     """
 
-    #: a short name for file names: `<parent>-<slug>`.
     def slug(self):
+        """A short name for the result's file: `<parent>-<slug>`."""
         raise NotImplementedError
 
     def describe(self):
