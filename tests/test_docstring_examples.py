@@ -59,6 +59,9 @@ EXAMPLES = {
     "class_balanced_keep": memory_selection.class_balanced_keep,
     "sparsity.schedules": schedules,
     "sparsity.SparseTarget": sparsity.SparseTarget,
+    "composition.composer": keras_fip.composition.composer,
+    "composition.lineage": keras_fip.composition.lineage,
+    "composition.operations": keras_fip.composition.operations,
     **{name: getattr(baselines, name) for name in baselines.__all__},
 }
 

@@ -80,7 +80,16 @@ def load_quietly(path, compile=False):
 
 @dataclasses.dataclass
 class Network:
-    """A network of a composer's graph: its file and its lineage."""
+    """A network of a composer's graph: its file and its lineage.
+
+    Example:
+
+    ```python
+    network = keras_fip.composition.Network.read("runs/digits/A.keras")
+    network.lineage.measurements["accuracy"]
+    model = network.load_model()
+    ```
+    """
 
     name: str
     path: str
@@ -128,6 +137,7 @@ class _Context:
         self.knows = list(knows)
         self.seed = seed
         self.loss = composer.loss
+        self._target_weights = {}
 
     def training_data(self, task):
         train = self._composer.train
@@ -142,6 +152,13 @@ class _Context:
             [self.training_data(t) for t in self.knows])
 
     def target_weights(self, target):
+        """Another network's trainable weights (read once per operation:
+        `check` and `apply` both ask)."""
+        if target not in self._target_weights:
+            self._target_weights[target] = self._read_weights(target)
+        return self._target_weights[target]
+
+    def _read_weights(self, target):
         path = self._composer._path_of(target)
         if not os.path.isfile(path):
             raise FileNotFoundError(
@@ -170,6 +187,17 @@ class Composer:
         if_exists: when a network's file exists: `"error"` (default),
             `"reuse"` (return it if it was made from the same parent by an
             equal operation; an experiment then resumes), `"overwrite"`.
+
+    Example:
+
+    ```python
+    composer = keras_fip.composition.Composer(
+        "runs/digits", train={"A": (x_a, y_a), "B": (x_b, y_b)},
+        evaluate={"A": (xv_a, yv_a), "B": (xv_b, yv_b)},
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    root = composer.start(model, "A", knows=["A"])
+    sparse = composer.apply(root, keras_fip.composition.Sparsify(0.7))
+    ```
     """
 
     def __init__(self, directory, train, evaluate, loss, score=None,

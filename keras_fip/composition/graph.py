@@ -30,6 +30,13 @@ class NetworkGraph:
     Args:
         lineages: `{name: Lineage}`.
         paths: `{name: the .keras file}`.
+
+    Example:
+
+    ```python
+    graph = keras_fip.composition.NetworkGraph.read("runs/digits")
+    graph.path_to("A-sparse70-learnB")   # ['A', 'A-sparse70', ...]
+    ```
     """
 
     def __init__(self, lineages, paths=None):

@@ -73,6 +73,13 @@ class Lineage:
         backend: the Keras backend it ran on.
         keras_fip_version: the library version that wrote it.
         created: when it was written (ISO 8601, UTC).
+
+    Example:
+
+    ```python
+    record = keras_fip.composition.read_lineage("runs/digits/A.keras")
+    record.parent, record.knows, record.measurements
+    ```
     """
 
     name: str
